@@ -1,0 +1,56 @@
+"""The keys every experiment config has, each with its meaning. Experiments start from here."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # seeds parameter init, the data order and the step rng
+
+  c.model = ml_collections.ConfigDict()  # model.name picks from models.available(); rest = args
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""  # a source from data.available()
+  c.data.seq_len = 0  # tokens per sequence (language sources)
+  c.data.eval_examples = 64  # size of the fixed evaluation set (where the source allows)
+  c.data.tfds_name = ""  # TFDS dataset name (tfds_* sources)
+  c.data.data_dir = ""  # TFDS data_dir: a local folder or a gs:// bucket ("" = TFDS default)
+
+  c.loss = "cross_entropy"  # a loss from training.LOSSES
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # an optimizer from optimizers.available()
+  c.optimizer.learning_rate = 1e-3  # peak learning rate of the schedule
+  c.optimizer.kwargs = ml_collections.ConfigDict()  # method arguments: b1, b2, momentum, ...
+  c.optimizer.weight_decay = 0.0  # decoupled where the method has it, else L2 on the gradient
+  c.optimizer.decay_roles = ("embedding", "hidden", "head", "conv")  # roles that are decayed
+  c.optimizer.grad_clip_norm = 0.0  # clip the global gradient norm to this (0 = off)
+  c.optimizer.schedule = ml_collections.ConfigDict()
+  c.optimizer.schedule.name = "constant"  # constant | warmup_constant | warmup_cosine | wsd
+  c.optimizer.schedule.warmup_steps = 0  # linear warmup from 0 over this many steps
+  c.optimizer.schedule.end_factor = 0.0  # final learning rate / peak (cosine, wsd)
+  c.optimizer.schedule.decay_fraction = 0.2  # wsd: the last fraction of the run that decays
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 100  # optimizer updates in the run (the schedule's length)
+  c.train.global_batch = 32  # examples per update, over all devices and microbatches
+  c.train.num_microbatches = 1  # gradient accumulation: the update is averaged over these
+  c.train.eval_batch = 64  # examples per evaluation batch (padded at the end of the set)
+  c.train.log_every = 10  # write metrics.jsonl every this many steps
+  c.train.eval_every = 50  # evaluate every this many steps and at the end (0 = never)
+  c.train.checkpoint_every = 50  # save a checkpoint every this many steps and at the end
+  c.train.keep_checkpoints = 3  # checkpoints kept on disk
+  c.train.divergence_loss = 1e4  # a logged loss above this (or nan/inf) marks the run diverged
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = 1  # devices over which parameters are sharded; the rest form the data axis
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False  # call jax.distributed.initialize (multi-host)
+  c.distributed.coordinator_address = ""  # host:port of process 0 ("" = detect, Cloud TPU)
+  c.distributed.num_processes = 1  # with coordinator_address: number of processes
+  c.distributed.process_id = 0  # with coordinator_address: this process's index
+  c.distributed.cpu_collectives = "gloo"  # cross-process collectives on CPU hosts
+
+  c.tensorboard = False  # also write TensorBoard event files (tensorboardX)
+  return c

@@ -1,0 +1,42 @@
+"""scikit-learn's bundled 8x8 digits (1,797 images, 10 classes): real data, offline."""
+
+import numpy as np
+
+
+class Digits:
+  """Classification of the 64 pixel intensities (scaled to [0, 1]).
+
+  A fixed permutation (seed 0) holds out the last ``test_fraction`` as the test set; training
+  example ``i`` is item ``i mod n`` of epoch ``i // n``'s permutation, drawn from
+  ``default_rng((seed, epoch))``, so any position of the stream is one integer.
+  """
+
+  task = "classification"
+
+  def __init__(self, *, seed: int, test_fraction: float = 0.2):
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    n_test = int(round(test_fraction * len(y)))
+    x = (x / 16.0).astype(np.float32)
+    self._x, self._y = x[order[n_test:]], y[order[n_test:]].astype(np.int32)
+    self._x_test, self._y_test = x[order[:n_test]], y[order[:n_test]].astype(np.int32)
+    self.seed = seed
+    self._perms: dict[int, np.ndarray] = {}
+    self.info = {"dataset": "sklearn-digits", "train_examples": len(self._y),
+                 "test_examples": n_test, "num_classes": 10}
+
+  tokens_per_example = 0
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(len(self._y))}
+    return self._perms[epoch]
+
+  def examples(self, start: int, count: int) -> dict[str, np.ndarray]:
+    n = len(self._y)
+    idx = np.array([self._perm(i // n)[i % n] for i in range(start, start + count)])
+    return {"inputs": self._x[idx], "targets": self._y[idx]}
+
+  def eval_set(self) -> dict[str, np.ndarray]:
+    return {"inputs": self._x_test, "targets": self._y_test}

@@ -1,0 +1,35 @@
+"""Multi-layer perceptron classifier."""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "tanh": jnp.tanh}
+
+
+class MLP(nn.Module):
+  """Flattens the input, then hidden Dense layers and a linear head: (B, ...) -> logits (B, C)."""
+
+  num_classes: int
+  hidden: Sequence[int] = (256, 256)
+  activation: str = "relu"
+
+  def check(self):
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"model.activation={self.activation!r}: valid are {sorted(ACTIVATIONS)}")
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    x_BxF = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    for i, width in enumerate(self.hidden):
+      x_BxF = ACTIVATIONS[self.activation](nn.Dense(width, name=f"dense_{i}")(x_BxF))
+    return nn.Dense(self.num_classes, name="head")(x_BxF)
+
+  def flops_per_example(self, input_shape: tuple[int, ...]) -> float:
+    """Training FLOPs for one example: 6 x (multiply-adds of the dense layers)."""
+    sizes = [math.prod(input_shape), *self.hidden, self.num_classes]
+    return 6.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))

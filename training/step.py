@@ -1,0 +1,100 @@
+"""The train step shared by every experiment, and the eval step.
+
+    train_step(state, batch, *, model, tx, loss_fn) -> (state, metrics)
+
+``batch`` leaves have a leading microbatch axis, ``(M, b, ...)``: gradients are averaged over
+the M microbatches inside the step (``lax.scan``), so growing the batch changes M, never the
+per-device shape. The step is pure; bind the static pieces with ``functools.partial`` and
+``jax.jit`` it once (``training.loop`` does, with explicit shardings and donated state).
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import models
+import optimizers
+from training.state import TrainState
+
+
+def cross_entropy(params, model_state, batch, rng, *, model, train: bool = True):
+  """Mean softmax cross-entropy of integer ``targets``; ``weights`` (optional) mask rows.
+
+  Returns ``(loss, (aux, new_model_state))`` with ``aux`` holding accuracy.
+  """
+  variables = {"params": params, **model_state}
+  mutable = list(model_state) if train and model_state else False
+  out = model.apply(variables, batch["inputs"], train=train, rngs={"dropout": rng},
+                    mutable=mutable)
+  logits, new_model_state = out if mutable else (out, model_state)
+  logits = logits.astype(jnp.float32)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+  weights = batch.get("weights")
+  if weights is None:
+    loss, accuracy = losses.mean(), correct.mean()
+  else:
+    weights = jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (losses.ndim - 1)),
+                               losses.shape)
+    total = jnp.maximum(weights.sum(), 1.0)
+    loss, accuracy = (losses * weights).sum() / total, (correct * weights).sum() / total
+  return loss, ({"accuracy": accuracy}, new_model_state)
+
+
+LOSSES = {"cross_entropy": cross_entropy}
+
+
+def _norms_by_role(tree, roles) -> dict[str, jax.Array]:
+  """Global L2 norm of ``tree`` and the norm of each role's parameters."""
+  sq = jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(jnp.float32))), tree)
+  leaves, role_leaves = jax.tree.leaves(sq), jax.tree.leaves(roles)
+  out = {"all": jnp.sqrt(sum(leaves))}
+  for role in sorted(set(role_leaves)):
+    out[role] = jnp.sqrt(sum(s for s, r in zip(leaves, role_leaves, strict=True) if r == role))
+  return out
+
+
+def train_step(state: TrainState, batch, *, model, tx, loss_fn):
+  """One optimizer update on ``batch`` (leaves shaped ``(M, b, ...)``)."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  num_micro = jax.tree.leaves(batch)[0].shape[0]
+
+  def one_microbatch(model_state, xs):
+    index, microbatch = xs
+    (loss, (aux, model_state)), grads = grad_fn(
+        state.params, model_state, microbatch, jax.random.fold_in(rng, index), model=model)
+    return model_state, (grads, loss, aux)
+
+  if num_micro == 1:
+    model_state, (grads, loss, aux) = one_microbatch(
+        state.model_state, (0, jax.tree.map(lambda x: x[0], batch)))
+  else:
+    model_state, (grads, loss, aux) = jax.lax.scan(
+        one_microbatch, state.model_state, (jnp.arange(num_micro), batch))
+    grads, loss, aux = jax.tree.map(lambda x: x.mean(0), (grads, loss, aux))
+
+  tx = optax.with_extra_args_support(tx)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+  params = optax.apply_updates(state.params, updates)
+
+  roles = models.param_roles(state.params)
+  metrics = {"loss": loss, **aux}
+  lr = optimizers.learning_rate(opt_state)
+  if lr is not None:
+    metrics["lr"] = lr
+  for name, tree in (("grad_norm", grads), ("update_norm", updates), ("param_norm", params)):
+    for role, value in _norms_by_role(tree, roles).items():
+      metrics[name if role == "all" else f"{name}/{role}"] = value
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            model_state=model_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, model, loss_fn):
+  """Sums of loss and accuracy (weighted by ``weights``) over ``batch``, and the weight total."""
+  weights = batch["weights"]
+  loss, (aux, _) = loss_fn(state.params, state.model_state, batch, state.rng, model=model,
+                           train=False)
+  total = weights.sum()
+  return {"loss_sum": loss * total, "accuracy_sum": aux["accuracy"] * total, "count": total}
