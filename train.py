@@ -5,13 +5,19 @@ import sys
 
 # XLA maps and unmaps its large scratch buffers every step; these glibc settings keep them
 # mapped (about 20% faster steps on CPU, ../shared/PERFORMANCE.md). glibc reads them only at
-# process start, so re-execute once with them set. OPTLAB_NO_REEXEC=1 turns this off.
-_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-             "glibc.malloc.trim_threshold=68719476736:glibc.malloc.hugetlb=1")
+# process start, so the process re-executes itself once with them set.
+_MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                    "glibc.malloc.trim_threshold=68719476736:glibc.malloc.hugetlb=1")
 
-if __name__ == "__main__":
+
+def reexec_with_malloc_tunables() -> None:
+  """Restarts this process with GLIBC_TUNABLES set, unless set already or OPTLAB_NO_REEXEC=1."""
   if "GLIBC_TUNABLES" not in os.environ and not os.environ.get("OPTLAB_NO_REEXEC"):
     os.execve(sys.executable, [sys.executable, *sys.argv],
-              {**os.environ, "GLIBC_TUNABLES": _TUNABLES})
+              {**os.environ, "GLIBC_TUNABLES": _MALLOC_TUNABLES})
+
+
+if __name__ == "__main__":
+  reexec_with_malloc_tunables()
   from training import cli
   sys.exit(cli.main(sys.argv))

@@ -38,7 +38,7 @@ def get_config(arg: str = ""):
   c.optimizer.schedule.warmup_steps = 30
   c.optimizer.schedule.end_factor = 0.1
 
-  c.train.steps = 400
+  c.train.steps = 300
   c.train.global_batch = 16
   c.train.eval_batch = 16
   c.train.log_every = 10

@@ -42,7 +42,7 @@ def _causal_softmax_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK, num_chunks: int):
     s_BxHxCxS = q @ jnp.swapaxes(k, -1, -2)
     row = jnp.arange(C)[:, None] + c * C
     col = jnp.arange((c + 1) * C)[None, :]
-    s_BxHxCxS = s_BxHxCxS + jnp.where(col <= row, 0.0, -1e9).astype(s_BxHxCxS.dtype)
+    s_BxHxCxS = s_BxHxCxS + jnp.where(col <= row, 0.0, -1e9).astype(s_BxHxCxS.dtype)[None, None]
     outs.append(jax.nn.softmax(s_BxHxCxS, axis=-1) @ v)
   return jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
 
@@ -53,7 +53,7 @@ def _causal_linear_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK):
   fq = jax.nn.elu(q_BxHxTxK) + 1.0
   fk = jax.nn.elu(k_BxHxTxK) + 1.0
   mask_TxT = jnp.tril(jnp.ones((T, T), q_BxHxTxK.dtype))
-  a_BxHxTxT = (fq @ jnp.swapaxes(fk, -1, -2)) * mask_TxT
+  a_BxHxTxT = (fq @ jnp.swapaxes(fk, -1, -2)) * mask_TxT[None, None]
   return (a_BxHxTxT @ v_BxHxTxK) / (a_BxHxTxT.sum(-1, keepdims=True) + 1e-6)
 
 
@@ -82,7 +82,7 @@ class Block(nn.Module):
     def dense(x, name, shape, kernel_init):
       y = x @ self.param(name, kernel_init, shape)
       if self.use_bias:
-        y = y + self.param(f"{name}_bias", nn.initializers.zeros, shape[-1:])
+        y = y + self.param(f"{name}_bias", nn.initializers.zeros, shape[-1:])[None]
       return y
 
     h_NxD = _norm(self.norm, "attn_norm")(x_NxD)
@@ -139,7 +139,7 @@ class GPT(nn.Module):
     init = nn.initializers.normal(0.02)
     emb_VxD = self.param("embedding", init, (V, D))
     pos_LxD = self.param("pos_embedding", init, (self.max_len, D))
-    x_NxD = (emb_VxD[tokens_BxT] + pos_LxD[:T]).reshape(B * T, D)
+    x_NxD = (emb_VxD[tokens_BxT] + pos_LxD[None, :T]).reshape(B * T, D)
     for i in range(self.depth):
       x_NxD = Block(
           batch=B, time=T, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,

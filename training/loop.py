@@ -266,15 +266,17 @@ def execute(setup: Setup) -> dict:
           record.update(evaluate(state))
         pending.append(record)
       bar.update(1)
-      if step % cfg.train.checkpoint_every == 0 or step == total or preemption.requested:
-        checkpointer.save(step, state, meta_now(elapsed()))
       if preemption.requested:
         status = "preempted"
         break
+      if step % cfg.train.checkpoint_every == 0 and step < total:
+        checkpointer.save(step, state, meta_now(elapsed()))
     flush(bar)
     jax.block_until_ready(state)
     if first_step_done is not None:
       t_steady, steady_steps = time.perf_counter() - first_step_done, step - start - 1
+    if status != "diverged":
+      checkpointer.save(step, state, meta_now(elapsed()))
   checkpointer.close()
   writer.close()
 

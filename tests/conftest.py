@@ -1,0 +1,44 @@
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def train_cmd(config: str, workdir, *overrides: str) -> list[str]:
+  return [sys.executable, str(ROOT / "train.py"), f"--config={ROOT / config}",
+          f"--workdir={workdir}", *overrides]
+
+
+def run_train(config: str, workdir, *overrides: str, devices: int = 1, env=None,
+              check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+  """Runs train.py in a fresh process (device count is fixed at process start)."""
+  env = {**os.environ, **(env or {})}
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  proc = subprocess.run(train_cmd(config, workdir, *overrides), cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"train.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+  return proc
+
+
+def read_metrics(workdir) -> list[dict]:
+  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_summary(workdir) -> dict:
+  with open(pathlib.Path(workdir) / "summary.json") as f:
+    return json.load(f)
+
+
+@pytest.fixture
+def root():
+  return ROOT
