@@ -4,8 +4,11 @@ import pathlib
 import subprocess
 import sys
 
-import jax
-import pytest
+# In-process tests see 8 CPU devices (sharding tests); must be set before JAX starts.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

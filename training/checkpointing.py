@@ -1,11 +1,24 @@
 """Orbax checkpoints of the train state and the data position, with fallback on damage."""
 
+import contextlib
 import os
 import shutil
 import sys
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+@contextlib.contextmanager
+def _quiet():
+  """Silences orbax's own log lines while probing checkpoints: a damaged one gets one line."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 class Checkpointer:
@@ -17,9 +30,10 @@ class Checkpointer:
   def __init__(self, workdir: str, *, max_to_keep: int):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self._damaged_dir = os.path.abspath(os.path.join(workdir, "checkpoints_damaged"))
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    with _quiet():
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -35,11 +49,13 @@ class Checkpointer:
 
     ``abstract_state`` carries the target shapes, dtypes and shardings.
     """
-    self._manager.reload()
+    with _quiet():
+      self._manager.reload()
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        with _quiet():
+          restored = self._manager.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         return restored["state"], restored["meta"]
       except Exception as e:  # noqa: BLE001 -- any failure to read means this one is damaged
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -50,7 +66,8 @@ class Checkpointer:
           shutil.move(os.path.join(self.directory, str(step)),
                       os.path.join(self._damaged_dir, str(step)))
         ocp.multihost.sync_global_processes(f"optlab_damaged_{step}")
-        self._manager.reload()
+        with _quiet():
+          self._manager.reload()
     return None
 
   def close(self) -> None:

@@ -188,8 +188,8 @@ def execute(setup: Setup) -> dict:
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+    records.write_json(os.path.join(workdir, "config.json"),
+                       json.loads(cfg.to_json_best_effort()))
   writer = records.MetricWriter(workdir, tensorboard=cfg.tensorboard, enabled=is_main)
   checkpointer = Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints)
   mesh, state_sharding = setup.mesh, setup.state_sharding

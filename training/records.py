@@ -60,8 +60,7 @@ def read_metrics(workdir: str) -> list[dict]:
 def write_json(path: str, obj: dict) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump({k: _plain(v) if not isinstance(v, dict) else v for k, v in obj.items()}, f,
-              indent=2, sort_keys=True)
+    json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
   os.replace(tmp, path)
 
 

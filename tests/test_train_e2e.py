@@ -1,0 +1,142 @@
+"""End to end through train.py: sharding, resume, preemption, damaged checkpoints, multi-host."""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, read_metrics, read_summary, run_train, train_cmd
+
+SMOKE = "configs/quickstart.py:smoke"
+LONG = ("--config.train.steps=60", "--config.train.checkpoint_every=7")
+
+
+def _losses(workdir):
+  return np.array([r["loss"] for r in read_metrics(workdir)])
+
+
+def _steps_and_values(workdir, key):
+  return [(r["step"], r[key]) for r in read_metrics(workdir)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted 60-step smoke run, logged every step."""
+  workdir = tmp_path_factory.mktemp("reference")
+  run_train(SMOKE, workdir, *LONG)
+  return workdir
+
+
+def test_one_vs_eight_devices_data_parallel_and_fsdp(tmp_path):
+  runs = {
+      "1": ((), 1),
+      "8 data": ((), 8),
+      "8 fsdp": (("--config.mesh.fsdp=8",), 8),
+      "2 data x 4 fsdp": (("--config.mesh.fsdp=4",), 8),
+  }
+  losses = {}
+  for name, (overrides, devices) in runs.items():
+    workdir = tmp_path / name.replace(" ", "_")
+    run_train(SMOKE, workdir, *overrides, devices=devices)
+    assert read_summary(workdir)["devices"] == devices
+    losses[name] = _losses(workdir)
+  assert len(losses["1"]) == 20 and losses["1"][-1] < losses["1"][0]
+  for name, values in losses.items():
+    np.testing.assert_allclose(values, losses["1"], rtol=1e-4, err_msg=name)
+
+
+def _start(workdir):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  return subprocess.Popen(train_cmd(SMOKE, workdir, *LONG), cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(workdir, step, proc, timeout=300):
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    if path.exists():
+      lines = path.read_text().splitlines()
+      if len(lines) >= step:
+        return
+    time.sleep(0.02)
+  raise AssertionError("the run did not reach the step in time")
+
+
+def _assert_same_history(workdir, reference):
+  for key in ("loss", "lr", "grad_norm"):
+    assert _steps_and_values(workdir, key) == _steps_and_values(reference, key), key
+
+
+def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, reference):
+  proc = _start(tmp_path)
+  _wait_for_step(tmp_path, 24, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert not (tmp_path / "summary.json").exists()
+  killed_at = len(read_metrics(tmp_path))
+  assert killed_at < 60
+  run_train(SMOKE, tmp_path, *LONG)
+  _assert_same_history(tmp_path, reference)
+  assert read_summary(tmp_path)["status"] == "ok"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
+  proc = _start(tmp_path)
+  _wait_for_step(tmp_path, 10, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-2000:]
+  summary = read_summary(tmp_path)
+  assert summary["status"] == "preempted" and summary["steps"] < 60
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == summary["steps"]  # saved exactly where it stopped
+  run_train(SMOKE, tmp_path, *LONG)
+  _assert_same_history(tmp_path, reference)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, reference):
+  run_train(SMOKE, tmp_path, *LONG)
+  checkpoints = tmp_path / "checkpoints"
+  steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+  assert steps[-1] == 60
+  for path in (checkpoints / "60").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"\x00garbage")
+  proc = run_train(SMOKE, tmp_path, *LONG)
+  damaged = [line for line in proc.stderr.splitlines() if "damaged" in line]
+  assert len(damaged) == 1 and "step 60" in damaged[0] and "previous" in damaged[0]
+  assert (tmp_path / "checkpoints_damaged" / "60").exists()  # kept aside, not deleted
+  _assert_same_history(tmp_path, reference)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path):
+  one = tmp_path / "one"
+  run_train(SMOKE, one)
+  two = tmp_path / "two"
+  port = _free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  procs = [subprocess.Popen(
+      train_cmd(SMOKE, two, "--config.distributed.initialize=True",
+                f"--config.distributed.coordinator_address=localhost:{port}",
+                "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  for proc in procs:
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+  summary = read_summary(two)
+  assert summary["processes"] == 2 and summary["devices"] == 2
+  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
