@@ -55,8 +55,9 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
   """Builds the optimizer ``cfg.name`` with its schedule, clipping and weight decay.
 
   Args:
-    cfg: ``name``; ``learning_rate`` (peak); ``kwargs`` passed to the method (``b1``,
-      ``momentum``, ``nesterov``, ...); ``weight_decay`` and ``decay_roles`` (parameter roles
+    cfg: ``name``; ``learning_rate`` (peak); ``kwargs``: method arguments (``b1``,
+      ``momentum``, ``nesterov``, ...), each passed to the method if it takes it (so one config
+      can switch between methods), an error if no method takes it; ``weight_decay`` and ``decay_roles`` (parameter roles
       that are decayed; norms and biases are not, by default); ``grad_clip_norm`` (0 = off);
       ``schedule`` (see ``build_schedule``).
     total_steps: number of updates in the run, the length of the schedule.
@@ -76,12 +77,15 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
     raise ValueError(f"unknown optimizer {name!r}: valid names are {', '.join(available())}")
   method = _OPTAX[name]
   signature = inspect.signature(method).parameters
-  kwargs = dict(cfg.kwargs)
-  unknown = sorted(set(kwargs) - set(signature))
+  # A config names the hyperparameters of the methods it compares (b1 for Adam, momentum for
+  # SGD, ...); each method takes the ones in its signature. A name no method takes is a typo.
+  known = set().union(*(inspect.signature(m).parameters for m in _OPTAX.values()))
+  unknown = sorted(set(cfg.kwargs) - known)
   if unknown:
     valid = sorted(set(signature) - {"learning_rate", "weight_decay", "mask"})
     raise ValueError(f"optimizer {name!r} takes no argument {', '.join(unknown)}: "
                      f"valid optimizer.kwargs are {', '.join(valid)}")
+  kwargs = {k: v for k, v in cfg.kwargs.items() if k in signature}
   weight_decay = float(cfg.weight_decay)
   _check_ranges(name, float(cfg.learning_rate), kwargs, weight_decay)
   mask = _decay_mask(param_labels, tuple(cfg.decay_roles))

@@ -93,3 +93,16 @@ def test_learning_rate_is_readable_from_state_and_matches_schedule():
   for t in range(6):
     _, state = update(params, state, params)
     np.testing.assert_allclose(optimizers.learning_rate(state), schedule(t), rtol=1e-6)
+
+
+def test_one_config_switches_between_methods():
+  """A config holding Adam's and SGD's hyperparameters builds either; each takes its own."""
+  kwargs = dict(b1=0.0, b2=0.5, eps=1e-8, momentum=0.5, nesterov=False)
+  x = jnp.array([1.0, -2.0])
+  g = jnp.array([0.5, 0.25])
+  sgd = optimizers.build(_cfg("sgd", kwargs=kwargs), total_steps=10)
+  updates, _ = sgd.update(g, sgd.init(x), x)
+  np.testing.assert_allclose(updates, -0.1 * g, rtol=1e-6)  # first step of heavy ball
+  adam = optimizers.build(_cfg("adam", kwargs=kwargs), total_steps=10)
+  updates, _ = adam.update(g, adam.init(x), x)
+  np.testing.assert_allclose(updates, -0.1 * np.sign(g), rtol=1e-5)  # bias-corrected first step

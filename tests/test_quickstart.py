@@ -11,7 +11,8 @@ def test_quickstart_reaches_its_loss_target(tmp_path):
   run_train("configs/quickstart.py", tmp_path)
   summary = read_summary(tmp_path)
   assert summary["status"] == "ok" and summary["steps"] == 300
-  assert summary["final_loss"] < 2.5  # nats/byte, from ln 256 = 5.55 at init
+  # mean train loss over the last 10% of logged steps, nats/byte (ln 256 = 5.55 at init)
+  assert summary["final_loss"] < 2.5
   assert summary["final_eval_loss"] < 2.5
   assert summary["data"]["corpus"] == "python-stdlib-bytes"
   assert len(summary["data"]["sha256"]) == 64 and summary["data"]["train_bytes"] > 1e6

@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(verbosity)
   summary = training.execute(setup)
   if summary["status"] == "diverged":
-    print(f"optlab: run diverged by step {summary['steps']} (loss {summary['final_loss']}); "
+    print(f"optlab: run diverged by step {summary['steps']} (loss {summary['last_loss']}); "
           f"see {os.path.join(_WORKDIR.value, 'summary.json')}", file=sys.stderr)
     return EXIT_DIVERGED
   return 0

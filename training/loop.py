@@ -182,6 +182,15 @@ def _progress(total: int, initial: int):
               disable=not sys.stderr.isatty() or jax.process_index() != 0)
 
 
+def _tail_mean(history: list[dict], key: str, fraction: float = 0.1) -> float | None:
+  """Mean of ``key`` over the last ``fraction`` of the logged steps (at least one)."""
+  values = [r[key] for r in history if isinstance(r.get(key), float)]
+  if not values:
+    return None
+  tail = values[-max(1, int(round(fraction * len(values)))):]
+  return float(np.mean(tail))
+
+
 def execute(setup: Setup) -> dict:
   """Trains from the newest checkpoint in the workdir (or from scratch); returns the summary."""
   cfg, workdir, source = setup.config, setup.workdir, setup.source
@@ -286,7 +295,8 @@ def execute(setup: Setup) -> dict:
   summary = {
       "status": status,
       "steps": step,
-      "final_loss": last_record.get("loss"),
+      "final_loss": _tail_mean(metrics_history, "loss") if is_main else last_record.get("loss"),
+      "last_loss": last_record.get("loss"),
       "final_eval_loss": evals[-1] if evals else None,
       "best_eval_loss": min(evals) if evals else None,
       "final_eval_accuracy": next((r["eval_accuracy"] for r in reversed(metrics_history)
