@@ -3,6 +3,15 @@
 import ml_collections
 
 
+def parse_variants(arg: str, valid: tuple[str, ...]) -> set[str]:
+  """The comma-separated variants in a config's ``:arg``, refusing unknown ones."""
+  variants = {a for a in arg.split(",") if a}
+  unknown = sorted(variants - set(valid))
+  if unknown:
+    raise ValueError(f"unknown config variant {', '.join(unknown)}: valid are {', '.join(valid)}")
+  return variants
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # seeds parameter init, the data order and the step rng

@@ -7,11 +7,11 @@
         --config.data.data_dir=~/tensorflow_datasets
 """
 
-from configs.base import base_config
+from configs.base import base_config, parse_variants
 
 
 def get_config(arg: str = ""):
-  args = arg.split(",")
+  variants = parse_variants(arg, ("mnist", "smoke"))
   c = base_config()
   c.model.name = "mlp"
   c.model.num_classes = 10
@@ -37,10 +37,10 @@ def get_config(arg: str = ""):
   c.train.eval_every = 100
   c.train.checkpoint_every = 100
 
-  if "mnist" in args:  # the TFDS path: tfds.data_source + grain
+  if "mnist" in variants:  # the TFDS path: tfds.data_source + grain
     c.data.name = "tfds_images"
     c.data.tfds_name = "mnist"
-  if "smoke" in args:
+  if "smoke" in variants:
     c.optimizer.schedule.warmup_steps = 2
     c.train.steps = 20
     c.train.global_batch = 32

@@ -4,10 +4,11 @@
     python train.py --config=configs/quickstart.py:smoke --workdir=/tmp/qs  # seconds, for tests
 """
 
-from configs.base import base_config
+from configs.base import base_config, parse_variants
 
 
 def get_config(arg: str = ""):
+  variants = parse_variants(arg, ("smoke",))
   c = base_config()
   c.model.name = "gpt"
   c.model.vocab_size = 256  # bytes
@@ -45,7 +46,7 @@ def get_config(arg: str = ""):
   c.train.eval_every = 100
   c.train.checkpoint_every = 100
 
-  if "smoke" in arg.split(","):  # a tiny variant that runs in seconds
+  if "smoke" in variants:  # a tiny variant that runs in seconds
     c.model.max_len = 32
     c.model.width = 32
     c.model.depth = 2

@@ -51,6 +51,8 @@ def test_workdir_of_another_config_is_refused_unless_asked(tmp_path):
   assert proc.returncode == 0
 
 
-def test_missing_config_file_and_workdir(tmp_path):
+def test_missing_config_file_and_unknown_variant(tmp_path):
   proc = run_train("configs/nope.py", tmp_path, check=False)
   _fails_cleanly(proc, "configs/nope.py not found")
+  proc = run_train("configs/quickstart.py:smok", tmp_path, check=False)
+  _fails_cleanly(proc, "unknown config variant smok", "valid are smoke")

@@ -39,3 +39,9 @@ def test_diverging_run_is_marked_and_exits_nonzero(tmp_path):
   assert proc.returncode == 1
   assert "diverged" in proc.stderr.strip().splitlines()[-1]
   assert read_summary(tmp_path)["status"] == "diverged"
+
+
+def test_tensorboard_events_when_enabled(tmp_path):
+  run_train("configs/digits_mlp.py:smoke", tmp_path, "--config.tensorboard=True")
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert len(events) == 1 and events[0].stat().st_size > 100

@@ -43,7 +43,10 @@ def _load_config(spec: str):
   module_spec = importlib.util.spec_from_file_location("_optlab_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    return module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:
+    raise UsageError(f"{spec}: {e}") from None
 
 
 def check_overrides(argv: list[str]) -> None:
