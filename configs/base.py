@@ -34,6 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0  # decoupled where the method has it, else L2 on the gradient
   c.optimizer.decay_roles = ("embedding", "hidden", "head", "conv")  # roles that are decayed
   c.optimizer.grad_clip_norm = 0.0  # clip the global gradient norm to this (0 = off)
+  # Per-role groups: by_role.<role> = {name, learning_rate, kwargs, weight_decay} gives the
+  # parameters of that role (embedding, hidden, head, norm, bias, conv) their own method.
+  c.optimizer.by_role = ml_collections.ConfigDict()
   c.optimizer.schedule = ml_collections.ConfigDict()
   c.optimizer.schedule.name = "constant"  # constant | warmup_constant | warmup_cosine | wsd
   c.optimizer.schedule.warmup_steps = 0  # linear warmup from 0 over this many steps

@@ -1,37 +1,98 @@
-"""Optimizers picked by name from a config: schedule, clipping, weight-decay mask, injection."""
+"""Optimizers picked by name from a config: schedule, clipping, weight-decay mask, per-role
+groups, and ``optax.inject_hyperparams`` so hyperparameters live in the state."""
 
 import inspect
 
 import jax
 import optax
+from optax import contrib
 
 from optimizers._schedules import build_schedule
 
-# Methods optax already provides, used as they are.
-_OPTAX = {
+
+def _mechanize(learning_rate, weight_decay=0.01, eps=1e-8, s_init=1e-6, num_betas=6):
+  """Mechanic (Cutkosky et al., 2023) tuning the scale of Adam steps of size ``learning_rate``."""
+  return contrib.mechanize(optax.adam(learning_rate), weight_decay=weight_decay, eps=eps,
+                           s_init=s_init, num_betas=num_betas)
+
+
+# Methods optax already provides, used as they are. Methods written here are added by the
+# package face (``optimizers/__init__.py``) through ``register``.
+_METHODS = {
     "sgd": optax.sgd,
     "adam": optax.adam,
     "adamw": optax.adamw,
     "nadamw": optax.nadamw,
     "rmsprop": optax.rmsprop,
+    "adafactor": optax.adafactor,
     "lion": optax.lion,
     "lamb": optax.lamb,
+    "lars": optax.lars,
     "adabelief": optax.adabelief,
     "adan": optax.adan,
     "sign_sgd": optax.sign_sgd,
     "signum": optax.signum,
+    "muon": contrib.muon,
+    "ademamix": contrib.ademamix,
+    "simplified_ademamix": contrib.simplified_ademamix,
+    "schedule_free_adamw": contrib.schedule_free_adamw,
+    "schedule_free_sgd": contrib.schedule_free_sgd,
+    "prodigy": contrib.prodigy,
+    "sophia": contrib.sophia,
+    "adopt": contrib.adopt,
+    "mechanize": _mechanize,
+    "momo": contrib.momo,
+    "dog": contrib.dog,
 }
 
 _BETAS = ("b1", "b2", "b3", "beta", "momentum", "decay")
+_DECAY_ARGS = ("weight_decay", "weight_decay_rate")
+_MASK_ARGS = ("mask", "weight_decay_mask")
+_NOT_KWARGS = {"learning_rate", "param_labels", *_DECAY_ARGS, *_MASK_ARGS}
+
+
+def register(name: str, method) -> None:
+  """Adds ``method(learning_rate, ...)`` to the names ``build`` accepts."""
+  _METHODS[name] = method
 
 
 def available() -> list[str]:
   """Names accepted by ``build`` as ``cfg.name``."""
-  return sorted(_OPTAX)
+  return sorted(_METHODS)
+
+
+def _check_ranges(where: str, learning_rate: float, kwargs: dict, weight_decay: float):
+  if learning_rate < 0:
+    raise ValueError(f"{where}.learning_rate={learning_rate} must be >= 0")
+  if weight_decay < 0:
+    raise ValueError(f"{where}.weight_decay={weight_decay} must be >= 0")
+  for key in _BETAS:
+    value = kwargs.get(key)
+    if isinstance(value, float) and not 0.0 <= value < 1.0:
+      raise ValueError(f"{where}.kwargs.{key}={value} must lie in [0, 1)")
+
+
+def _method_kwargs(where: str, name: str, kwargs: dict) -> dict:
+  """The config's method arguments that ``name`` takes; a name that no method takes is a typo.
+
+  A config names the hyperparameters of the methods it compares (``b1`` for Adam, ``momentum``
+  for SGD, ...) so that switching ``name`` is one override.
+  """
+  if name not in _METHODS:
+    raise ValueError(f"unknown optimizer {name!r}: valid names are {', '.join(available())}")
+  signature = inspect.signature(_METHODS[name]).parameters
+  known = set().union(*(inspect.signature(m).parameters for m in _METHODS.values()))
+  unknown = sorted(set(kwargs) - known)
+  if unknown:
+    valid = sorted(set(signature) - _NOT_KWARGS)
+    raise ValueError(f"optimizer {name!r} takes no argument {', '.join(unknown)}: "
+                     f"valid {where}.kwargs are {', '.join(valid)}")
+  return {k: tuple(v) if isinstance(v, list) else v
+          for k, v in kwargs.items() if k in signature}
 
 
 def _decay_mask(param_labels, decay_roles):
-  """Weight-decay mask (True = decay) from roles: a pytree of role names or a function of params."""
+  """Weight-decay mask (True = decay) from roles: a function of the params (or a fixed tree)."""
   if param_labels is None:
     return None
   to_mask = lambda labels: jax.tree.map(lambda role: role in decay_roles, labels)
@@ -40,15 +101,36 @@ def _decay_mask(param_labels, decay_roles):
   return to_mask(param_labels)
 
 
-def _check_ranges(name: str, learning_rate: float, kwargs: dict, weight_decay: float):
-  if learning_rate < 0:
-    raise ValueError(f"optimizer.learning_rate={learning_rate} must be >= 0")
-  if weight_decay < 0:
-    raise ValueError(f"optimizer.weight_decay={weight_decay} must be >= 0")
-  for key in _BETAS:
-    value = kwargs.get(key)
-    if isinstance(value, float) and not 0.0 <= value < 1.0:
-      raise ValueError(f"optimizer.kwargs.{key}={value} for {name!r} must lie in [0, 1)")
+def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_steps, mask,
+            param_labels) -> optax.GradientTransformationExtraArgs:
+  """One method with its schedule and weight decay, inside ``optax.inject_hyperparams``."""
+  kwargs = _method_kwargs(where, name, kwargs)
+  method = _METHODS[name]
+  signature = inspect.signature(method).parameters
+  _check_ranges(where, peak_lr, kwargs, weight_decay)
+  decay_arg = next((a for a in _DECAY_ARGS if a in signature), None)
+  mask_arg = next((a for a in _MASK_ARGS if a in signature), None)
+  native_decay = decay_arg is not None and mask_arg is not None
+  fixed = {"param_labels": param_labels} if "param_labels" in signature else {}
+
+  def make(*, learning_rate, weight_decay, **method_kwargs):
+    if native_decay:
+      return method(learning_rate, **{decay_arg: weight_decay, mask_arg: mask},
+                    **fixed, **method_kwargs)
+    core = method(learning_rate, **fixed, **method_kwargs)
+    if not weight_decay_on:
+      return core
+    return optax.chain(optax.add_decayed_weights(weight_decay, mask), core)
+
+  weight_decay_on = bool(weight_decay)
+  # inject_hyperparams reads the factory's signature: name each method argument in it.
+  make.__signature__ = inspect.Signature(
+      [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY)
+       for k in ("learning_rate", "weight_decay", *kwargs)])
+  static = tuple(k for k, v in kwargs.items() if not isinstance(v, float))
+  return optax.inject_hyperparams(make, static_args=static)(
+      learning_rate=build_schedule(schedule_cfg, peak_lr, total_steps),
+      weight_decay=weight_decay, **kwargs)
 
 
 def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransformationExtraArgs:
@@ -57,65 +139,68 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
   Args:
     cfg: ``name``; ``learning_rate`` (peak); ``kwargs``: method arguments (``b1``,
       ``momentum``, ``nesterov``, ...), each passed to the method if it takes it (so one config
-      can switch between methods), an error if no method takes it; ``weight_decay`` and ``decay_roles`` (parameter roles
-      that are decayed; norms and biases are not, by default); ``grad_clip_norm`` (0 = off);
-      ``schedule`` (see ``build_schedule``).
+      can switch between methods), an error if no method takes it; ``weight_decay`` and
+      ``decay_roles`` (parameter roles that are decayed; norms and biases are not, by default);
+      ``grad_clip_norm`` (0 = off), applied to the whole gradient first; ``schedule`` (see
+      ``build_schedule``); optionally ``by_role``: a group per role, each with its own
+      ``name``, ``learning_rate``, ``kwargs`` and ``weight_decay`` (e.g. Muon on ``hidden``
+      matrices with AdamW elsewhere), sharing the schedule's shape.
     total_steps: number of updates in the run, the length of the schedule.
-    param_labels: each parameter's role, as a pytree of strings or a function of the params.
+    param_labels: each parameter's role: a function of the params (needed for ``by_role``;
+      ``models.param_roles``) or a fixed pytree of role strings.
 
   Returns:
-    The optimizer wrapped in ``optax.inject_hyperparams``: the learning rate of the last
-    update, and every float hyperparameter, can be read from (and set in) its state
-    (``optax.tree_utils.tree_get(state, "learning_rate")``).
+    The optimizer. Each group sits in ``optax.inject_hyperparams``: its learning rate and
+    float hyperparameters are in the state (``learning_rates(state)`` reads them).
 
-  Weight decay uses the method's own decoupled decay where it has one (AdamW, Lion, LAMB,
-  Adan: scaled by the learning rate); for the others (SGD, Adam, ...) ``weight_decay * params``
-  is added to the gradient before the method, the classical L2 form.
+  Weight decay uses the method's own decoupled decay where it takes a decay mask (AdamW, Lion,
+  LAMB, Adan, Muon, ...: scaled by the learning rate); for the others (SGD, Adam, ...)
+  ``weight_decay * params`` is added to the gradient before the method, the classical L2 form.
   """
-  name = cfg.name
-  if name not in _OPTAX:
-    raise ValueError(f"unknown optimizer {name!r}: valid names are {', '.join(available())}")
-  method = _OPTAX[name]
-  signature = inspect.signature(method).parameters
-  # A config names the hyperparameters of the methods it compares (b1 for Adam, momentum for
-  # SGD, ...); each method takes the ones in its signature. A name no method takes is a typo.
-  known = set().union(*(inspect.signature(m).parameters for m in _OPTAX.values()))
-  unknown = sorted(set(cfg.kwargs) - known)
-  if unknown:
-    valid = sorted(set(signature) - {"learning_rate", "weight_decay", "mask"})
-    raise ValueError(f"optimizer {name!r} takes no argument {', '.join(unknown)}: "
-                     f"valid optimizer.kwargs are {', '.join(valid)}")
-  kwargs = {k: v for k, v in cfg.kwargs.items() if k in signature}
-  weight_decay = float(cfg.weight_decay)
-  _check_ranges(name, float(cfg.learning_rate), kwargs, weight_decay)
   mask = _decay_mask(param_labels, tuple(cfg.decay_roles))
-  native_decay = "weight_decay" in signature and "mask" in signature
+  by_role = dict(cfg.get("by_role", {}) or {})
+  groups = {"default": ("optimizer", cfg)}
+  groups.update({role: (f"optimizer.by_role.{role}", sub) for role, sub in by_role.items()})
+  txs = {}
+  for group, (where, sub) in groups.items():
+    txs[group] = _single(
+        where, sub.name, float(sub.learning_rate), dict(sub.get("kwargs", {}) or {}),
+        float(sub.get("weight_decay", cfg.weight_decay)), cfg.schedule, total_steps, mask,
+        param_labels)
+  if by_role:
+    if not callable(param_labels):
+      raise ValueError("optimizer.by_role needs param_labels, a function params -> roles")
+    to_group = lambda role: role if role in by_role else "default"
+    tx = optax.partition(
+        txs, lambda params: jax.tree.map(to_group, param_labels(params)))
+  else:
+    tx = txs["default"]
   clip = float(cfg.grad_clip_norm)
-  schedule = build_schedule(cfg.schedule, float(cfg.learning_rate), total_steps)
-
-  def make(*, learning_rate, weight_decay, **method_kwargs):
-    parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-    if native_decay:
-      core = method(learning_rate, weight_decay=weight_decay, mask=mask, **method_kwargs)
-    else:
-      if cfg.weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay, mask))
-      core = method(learning_rate, **method_kwargs)
-    return optax.chain(*parts, core)
-
-  # inject_hyperparams reads the factory's signature: name each method argument in it.
-  make.__signature__ = inspect.Signature(
-      [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY)
-       for k in ("learning_rate", "weight_decay", *kwargs)])
-  static = tuple(k for k, v in kwargs.items() if not isinstance(v, float))
-  return optax.inject_hyperparams(make, static_args=static)(
-      learning_rate=schedule, weight_decay=weight_decay, **kwargs)
+  if clip < 0:
+    raise ValueError(f"optimizer.grad_clip_norm={clip} must be >= 0")
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
 
 
-def learning_rate(opt_state) -> jax.Array:
-  """The learning rate applied by the last update of an optimizer made by ``build``."""
-  # The schedule's own state sits under the same key; the applied value is the array.
-  return optax.tree_utils.tree_get(
-      opt_state, "learning_rate", filtering=lambda _, value: hasattr(value, "dtype"))
+def _is_injected(node) -> bool:
+  return isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState)
 
 
+def learning_rates(opt_state) -> dict[str, jax.Array]:
+  """The learning rate of each injected group in ``opt_state``, as applied by the last update.
+
+  Keys are the group names of ``build`` (``default``, or a role of ``by_role``); a state
+  without an injected learning rate gives ``{}``.
+  """
+  found = {}
+  leaves, _ = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_injected)
+  for path, node in leaves:
+    if _is_injected(node) and "learning_rate" in node.hyperparams:
+      keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+      found.setdefault(str(keys[-1]) if keys else "default", node.hyperparams["learning_rate"])
+  return found
+
+
+def learning_rate(opt_state) -> jax.Array | None:
+  """The learning rate of the default group (``None`` if the state has none)."""
+  rates = learning_rates(opt_state)
+  return rates.get("default", next(iter(rates.values()), None))

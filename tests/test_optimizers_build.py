@@ -106,3 +106,37 @@ def test_one_config_switches_between_methods():
   adam = optimizers.build(_cfg("adam", kwargs=kwargs), total_steps=10)
   updates, _ = adam.update(g, adam.init(x), x)
   np.testing.assert_allclose(updates, -0.1 * np.sign(g), rtol=1e-5)  # bias-corrected first step
+
+
+def test_by_role_groups_give_each_role_its_own_method():
+  roles_of = lambda params: {"w": "hidden", "b": "bias", "e": "embedding"}
+  params = {"w": jnp.eye(4) + 0.1, "b": jnp.ones(4), "e": jnp.ones((8, 4))}
+  grads = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=jnp.float32)).reshape(p.shape),
+                       params)
+  cfg = _cfg("adamw", learning_rate=0.01, kwargs=dict(b1=0.9, b2=0.99))
+  cfg.by_role = dict(hidden=dict(name="muon", learning_rate=0.02, kwargs=dict(beta=0.9)))
+  tx = optimizers.build(cfg, total_steps=10, param_labels=roles_of)
+  state = tx.init(params)
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  rates = optimizers.learning_rates(state)
+  np.testing.assert_allclose(rates["default"], 0.01)
+  np.testing.assert_allclose(rates["hidden"], 0.02)
+
+  muon = optax.contrib.muon(0.02, beta=0.9, weight_decay=0.0)
+  want_w, _ = muon.update({"w": grads["w"]}, muon.init({"w": params["w"]}), {"w": params["w"]})
+  np.testing.assert_allclose(updates["w"], want_w["w"], rtol=1e-4, atol=1e-6)  # jit vs eager NS
+  adamw = optax.adamw(0.01, b1=0.9, b2=0.99, weight_decay=0.0)
+  rest = {k: params[k] for k in ("b", "e")}
+  want, _ = adamw.update({k: grads[k] for k in rest}, adamw.init(rest), rest)
+  for k in ("b", "e"):
+    np.testing.assert_allclose(updates[k], want[k], rtol=1e-5)
+
+
+def test_by_role_without_role_function_is_refused():
+  cfg = _cfg("adamw")
+  cfg.by_role = dict(hidden=dict(name="muon", learning_rate=0.02))
+  with pytest.raises(ValueError, match="by_role needs param_labels"):
+    optimizers.build(cfg, total_steps=10)
+  cfg.by_role.hidden.name = "muonn"
+  with pytest.raises(ValueError, match="unknown optimizer 'muonn'"):
+    optimizers.build(cfg, total_steps=10, param_labels=lambda p: p)

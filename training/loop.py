@@ -114,8 +114,8 @@ def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup
   rng = jax.random.PRNGKey(config.seed)
   abstract_params = jax.eval_shape(
       lambda r: model.init(r, example, train=False), rng)["params"]
-  roles = models.param_roles(abstract_params)
-  tx = optimizers.build(config.optimizer, total_steps=config.train.steps, param_labels=roles)
+  tx = optimizers.build(config.optimizer, total_steps=config.train.steps,
+                        param_labels=models.param_roles)
   abstract_state = jax.eval_shape(functools.partial(init_state, model=model, tx=tx), rng, example)
   return Setup(
       config=config, workdir=workdir, source=source, model=model, tx=tx,

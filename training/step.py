@@ -74,15 +74,19 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn):
         one_microbatch, state.model_state, (jnp.arange(num_micro), batch))
     grads, loss, aux = jax.tree.map(lambda x: x.mean(0), (grads, loss, aux))
 
+  first = jax.tree.map(lambda x: x[0], batch)
+  objective = lambda params: loss_fn(params, state.model_state, first, rng, model=model)[0]
+  # The loss (NGN, Momo, Polyak) and the objective (Sophia's Hessian estimate) go to every
+  # transformation as optax extra arguments; those that do not use them ignore them.
   tx = optax.with_extra_args_support(tx)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss,
+                                 obj_fn=objective)
   params = optax.apply_updates(state.params, updates)
 
   roles = models.param_roles(state.params)
   metrics = {"loss": loss, **aux}
-  lr = optimizers.learning_rate(opt_state)
-  if lr is not None:
-    metrics["lr"] = lr
+  for group, lr in optimizers.learning_rates(opt_state).items():
+    metrics["lr" if group == "default" else f"lr/{group}"] = lr
   for name, tree in (("grad_norm", grads), ("update_norm", updates), ("param_norm", params)):
     for role, value in _norms_by_role(tree, roles).items():
       metrics[name if role == "all" else f"{name}/{role}"] = value
