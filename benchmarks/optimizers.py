@@ -1,0 +1,99 @@
+"""Update time and state memory of every optimizer on the quickstart GPT's parameter tree.
+
+    python benchmarks/optimizers.py [--repeats 10] [--only adam,muon,...]
+
+For each name in ``optimizers.available()`` (built with its defaults and a constant learning
+rate): the median time of one jitted ``update`` + ``apply_updates`` on the 3.3M-parameter tree,
+relative to ``optax.adam`` timed in the same process, and the optimizer state's bytes per
+parameter. Elementwise methods should stay within 1.5x of Adam; the matrix methods (Muon,
+Scion, SOAP, Shampoo) are reported as they are.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import train  # noqa: E402
+
+train.reexec_with_malloc_tunables()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import optax  # noqa: E402
+
+import models  # noqa: E402
+import optimizers  # noqa: E402
+
+# Learning rates for methods whose defaults are "learning-rate free" (scale 1).
+_LEARNING_RATE = {"prodigy": 1.0, "dog": 1.0}
+
+
+def gpt_params():
+  cfg = ml_collections.ConfigDict(dict(
+      name="gpt", vocab_size=256, max_len=256, width=256, depth=4, num_heads=4, mlp_ratio=4))
+  model = models.build(cfg)
+  tokens = jnp.zeros((1, 256), jnp.int32)
+  return model.init(jax.random.PRNGKey(0), tokens)["params"]
+
+
+def build(name: str):
+  cfg = ml_collections.ConfigDict(dict(
+      name=name, learning_rate=_LEARNING_RATE.get(name, 1e-3), kwargs={}, weight_decay=0.0,
+      decay_roles=("hidden", "head", "embedding", "conv"), grad_clip_norm=0.0,
+      schedule=dict(name="constant", warmup_steps=0, end_factor=0.0, decay_fraction=0.2)))
+  return optimizers.build(cfg, total_steps=1000, param_labels=models.param_roles)
+
+
+def time_update(tx, params, repeats: int) -> tuple[float, int]:
+  objective = lambda p: sum(jnp.sum(x * x) for x in jax.tree.leaves(p))
+  tx = optax.with_extra_args_support(tx)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params, value=jnp.float32(1.0), obj_fn=objective)
+    return optax.apply_updates(params, updates), state
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  grads = jax.tree.map(lambda x: 1e-3 * jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(
+      x.shape), params)
+  params = jax.tree.map(jnp.copy, params)
+  state = jax.tree.map(jnp.copy, tx.init(params))  # some states alias the params (DoG, Prodigy)
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))
+  for _ in range(3):
+    params, state = step(params, state, grads)
+  jax.block_until_ready(params)
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    params, state = step(params, state, grads)
+    jax.block_until_ready(params)
+    times.append(time.perf_counter() - t)
+  return statistics.median(times), state_bytes
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--only", default="", help="comma-separated names (default: all)")
+  args = parser.parse_args()
+  params = gpt_params()
+  n = sum(x.size for x in jax.tree.leaves(params))
+  names = args.only.split(",") if args.only else optimizers.available()
+  adam_s, adam_bytes = time_update(optax.adam(1e-3), params, args.repeats)
+  print(f"parameter tree: quickstart GPT, {n / 1e6:.2f}M parameters, f32; "
+        f"optax.adam update {adam_s * 1e3:.2f} ms, {adam_bytes / n:.1f} state bytes/param")
+  print(f"{'optimizer':<22}{'ms/update':>10}{'x adam':>8}{'state B/param':>15}")
+  for name in names:
+    try:
+      seconds, state_bytes = time_update(build(name), params, args.repeats)
+    except Exception as e:  # noqa: BLE001 -- report and go on to the next method
+      print(f"{name:<22}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
+      continue
+    print(f"{name:<22}{seconds * 1e3:>10.2f}{seconds / adam_s:>8.2f}{state_bytes / n:>15.1f}")
+
+
+if __name__ == "__main__":
+  main()
