@@ -150,13 +150,13 @@ class GPT(nn.Module):
     head_DxV = emb_VxD.T if self.tie_embeddings else self.param("head", init, (D, V))
     return (x_NxD @ head_DxV).reshape(B, T, V)
 
-  def flops_per_example(self, input_shape: tuple[int, ...]) -> float:
+  def flops_per_example(self, example) -> float:
     """Training FLOPs for one sequence: 6 N per token plus 12 L D T for attention (PaLM, App. B).
 
     N counts the matmul weights (blocks and head, not the embedding lookups); the attention
     term counts the full T x T score matrix, as the PaLM convention does.
     """
-    seq_len = input_shape[-1]
+    seq_len = example.shape[-1]
     D, F = self.width, self.mlp_ratio * self.width
     n_matmul = self.depth * (3 * D * D + D * D + 2 * D * F) + D * self.vocab_size
     return seq_len * (6.0 * n_matmul + 12.0 * self.depth * D * seq_len)

@@ -29,7 +29,7 @@ class MLP(nn.Module):
       x_BxF = ACTIVATIONS[self.activation](nn.Dense(width, name=f"dense_{i}")(x_BxF))
     return nn.Dense(self.num_classes, name="head")(x_BxF)
 
-  def flops_per_example(self, input_shape: tuple[int, ...]) -> float:
+  def flops_per_example(self, example) -> float:
     """Training FLOPs for one example: 6 x (multiply-adds of the dense layers)."""
-    sizes = [math.prod(input_shape), *self.hidden, self.num_classes]
+    sizes = [math.prod(example.shape), *self.hidden, self.num_classes]
     return 6.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))

@@ -63,7 +63,7 @@ def test_gpt_flops_match_a_hand_count():
   model = models.build(_gpt_cfg())
   D, F, V, L, T = 32, 128, 256, 2, 16
   n = L * (4 * D * D + 2 * D * F) + D * V
-  assert model.flops_per_example((T,)) == T * (6 * n + 12 * L * D * T)
+  assert model.flops_per_example(np.zeros(T, np.int32)) == T * (6 * n + 12 * L * D * T)
 
 
 def test_bad_model_input_names_the_fix():

@@ -111,6 +111,7 @@ def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup
   _check_batch(config, mesh.devices.size, jax.process_count())
   source = data.build(config.data, seed=config.seed)
   example = source.examples(0, 1)["inputs"]
+  one_example = jax.tree.map(lambda x: x[0], example)
   rng = jax.random.PRNGKey(config.seed)
   abstract_params = jax.eval_shape(
       lambda r: model.init(r, example, train=False), rng)["params"]
@@ -122,7 +123,7 @@ def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup
       loss_fn=LOSSES[config.loss], mesh=mesh, abstract_state=abstract_state,
       state_sharding=mesh_lib.state_shardings(abstract_state, mesh),
       num_params=sum(x.size for x in jax.tree.leaves(abstract_params)),
-      flops_per_example=float(model.flops_per_example(example.shape[1:])))
+      flops_per_example=float(model.flops_per_example(one_example)))
 
 
 class _Preemption:
@@ -159,21 +160,25 @@ def _train_batch(source, start: int, global_batch: int, num_micro: int, sharding
   per_micro = global_batch // num_micro
   offset, local = _local_rows(per_micro)
   parts = [source.examples(start + m * per_micro + offset, local) for m in range(num_micro)]
-  arrays = {k: np.stack([p[k] for p in parts]) for k in parts[0]}
-  return {k: jax.make_array_from_process_local_data(
-      sharding, v, (num_micro, per_micro) + v.shape[2:]) for k, v in arrays.items()}
+  arrays = jax.tree.map(lambda *xs: np.stack(xs), *parts)
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(
+      sharding, v, (num_micro, per_micro) + v.shape[2:]), arrays)
 
 
 def _eval_batches(eval_set: dict, eval_batch: int, sharding):
-  n = len(eval_set["targets"])
+  """The evaluation set in batches of ``eval_batch`` rows; padding rows get weight 0."""
+  n = len(jax.tree.leaves(eval_set["targets"])[0])
   offset, local = _local_rows(eval_batch)
   for begin in range(0, n, eval_batch):
     rows = np.arange(begin + offset, begin + offset + local)
-    weights = (rows < n).astype(np.float32)
+    real = (rows < n).astype(np.float32)
     rows = np.minimum(rows, n - 1)
-    batch = {k: v[rows] for k, v in eval_set.items()} | {"weights": weights}
-    yield {k: jax.make_array_from_process_local_data(sharding, v, (eval_batch,) + v.shape[1:])
-           for k, v in batch.items()}
+    batch = jax.tree.map(lambda v: v[rows], eval_set)
+    weights = batch.get("weights")
+    batch["weights"] = real if weights is None else (
+        weights * real.reshape((-1,) + (1,) * (weights.ndim - 1)))
+    yield jax.tree.map(lambda v: jax.make_array_from_process_local_data(
+        sharding, v, (eval_batch,) + v.shape[1:]), batch)
 
 
 def _progress(total: int, initial: int):
@@ -233,8 +238,8 @@ def execute(setup: Setup) -> dict:
     sums = [eval_fn(state, b) for b in _eval_batches(eval_set, cfg.train.eval_batch, eval_sharding)]
     sums = jax.device_get(sums)
     count = sum(s["count"] for s in sums)
-    return {"eval_loss": float(sum(s["loss_sum"] for s in sums) / count),
-            "eval_accuracy": float(sum(s["accuracy_sum"] for s in sums) / count)}
+    return {f"eval_{key[:-len('_sum')]}": float(sum(s[key] for s in sums) / count)
+            for key in sums[0] if key.endswith("_sum")}
 
   def meta_now(elapsed):
     return {"examples_seen": examples_seen, "time_s": elapsed}

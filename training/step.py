@@ -17,31 +17,62 @@ import optimizers
 from training.state import TrainState
 
 
-def cross_entropy(params, model_state, batch, rng, *, model, train: bool = True):
-  """Mean softmax cross-entropy of integer ``targets``; ``weights`` (optional) mask rows.
+def _weighted_mean(values, weights):
+  """Mean of ``values``; ``weights`` (any leading part of its shape) masks and weighs entries."""
+  if weights is None:
+    return values.mean()
+  weights = weights.astype(jnp.float32)
+  weights = jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim)),
+                             values.shape)
+  return (values * weights).sum() / jnp.maximum(weights.sum(), 1e-12)
 
-  Returns ``(loss, (aux, new_model_state))`` with ``aux`` holding accuracy.
-  """
+
+def _apply(params, model_state, batch, rng, model, train):
+  """Model outputs on ``batch["inputs"]`` (an array or a dict of arrays) and its new state."""
   variables = {"params": params, **model_state}
   mutable = list(model_state) if train and model_state else False
   out = model.apply(variables, batch["inputs"], train=train, rngs={"dropout": rng},
                     mutable=mutable)
-  logits, new_model_state = out if mutable else (out, model_state)
+  return out if mutable else (out, model_state)
+
+
+def cross_entropy(params, model_state, batch, rng, *, model, train: bool = True):
+  """Mean softmax cross-entropy of integer ``targets``; optional ``weights`` mask entries.
+
+  Returns ``(loss, (aux, new_model_state))`` with ``aux`` holding accuracy.
+  """
+  logits, new_model_state = _apply(params, model_state, batch, rng, model, train)
   logits = logits.astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
   weights = batch.get("weights")
-  if weights is None:
-    loss, accuracy = losses.mean(), correct.mean()
-  else:
-    weights = jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (losses.ndim - 1)),
-                               losses.shape)
-    total = jnp.maximum(weights.sum(), 1.0)
-    loss, accuracy = (losses * weights).sum() / total, (correct * weights).sum() / total
-  return loss, ({"accuracy": accuracy}, new_model_state)
+  aux = {"accuracy": _weighted_mean(correct, weights)}
+  return _weighted_mean(losses, weights), (aux, new_model_state)
 
 
-LOSSES = {"cross_entropy": cross_entropy}
+def mean_squared_error(params, model_state, batch, rng, *, model, train: bool = True):
+  """Mean of (prediction - target)^2 / 2 over float ``targets``; reports the mean absolute error."""
+  predictions, new_model_state = _apply(params, model_state, batch, rng, model, train)
+  error = predictions.astype(jnp.float32) - batch["targets"]
+  weights = batch.get("weights")
+  aux = {"mae": _weighted_mean(jnp.abs(error), weights)}
+  return _weighted_mean(0.5 * error**2, weights), (aux, new_model_state)
+
+
+def mean_absolute_error(params, model_state, batch, rng, *, model, train: bool = True):
+  """Mean of |prediction - target| over float ``targets`` (e.g. graph regression)."""
+  predictions, new_model_state = _apply(params, model_state, batch, rng, model, train)
+  error = jnp.abs(predictions.astype(jnp.float32) - batch["targets"])
+  weights = batch.get("weights")
+  return _weighted_mean(error, weights), ({"mae": _weighted_mean(error, weights)},
+                                          new_model_state)
+
+
+LOSSES = {
+    "cross_entropy": cross_entropy,
+    "mean_squared_error": mean_squared_error,
+    "mean_absolute_error": mean_absolute_error,
+}
 
 
 def _norms_by_role(tree, roles) -> dict[str, jax.Array]:
@@ -96,9 +127,12 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn):
 
 
 def eval_step(state: TrainState, batch, *, model, loss_fn):
-  """Sums of loss and accuracy (weighted by ``weights``) over ``batch``, and the weight total."""
-  weights = batch["weights"]
+  """Weighted sums of the loss and of each aux metric over ``batch``, and the weight total.
+
+  ``batch["weights"]`` is 0 on the padding that fills the last batch of an evaluation set.
+  """
   loss, (aux, _) = loss_fn(state.params, state.model_state, batch, state.rng, model=model,
                            train=False)
-  total = weights.sum()
-  return {"loss_sum": loss * total, "accuracy_sum": aux["accuracy"] * total, "count": total}
+  total = batch["weights"].astype(jnp.float32).sum()
+  return {"loss_sum": loss * total, "count": total,
+          **{f"{k}_sum": v * total for k, v in aux.items()}}
