@@ -18,12 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()  # model.name picks from models.available(); rest = args
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = ""  # a source from data.available()
-  c.data.seq_len = 0  # tokens per sequence (language sources)
-  c.data.eval_examples = 64  # size of the fixed evaluation set (where the source allows)
-  c.data.tfds_name = ""  # TFDS dataset name (tfds_* sources)
-  c.data.data_dir = ""  # TFDS data_dir: a local folder or a gs:// bucket ("" = TFDS default)
+  c.data = ml_collections.ConfigDict()  # data.name picks from data.available(); rest = args
 
   c.loss = "cross_entropy"  # a loss from training.LOSSES
 

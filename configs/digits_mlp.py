@@ -7,6 +7,8 @@
         --config.data.data_dir=~/tensorflow_datasets
 """
 
+import ml_collections
+
 from configs.base import base_config, parse_variants
 
 
@@ -18,8 +20,8 @@ def get_config(arg: str = ""):
   c.model.hidden = (128, 128)  # hidden layer widths
   c.model.activation = "relu"  # relu | gelu | tanh
 
-  c.data.name = "digits"
-  c.data.eval_examples = 1024  # cap on the test examples evaluated (TFDS)
+  c.data.name = "digits"  # scikit-learn's bundled 8x8 digits
+  c.data.test_fraction = 0.2  # held out (a fixed permutation) as the test set
 
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.1
@@ -38,8 +40,11 @@ def get_config(arg: str = ""):
   c.train.checkpoint_every = 100
 
   if "mnist" in variants:  # the TFDS path: tfds.data_source + grain
+    c.data = ml_collections.ConfigDict()
     c.data.name = "tfds_images"
-    c.data.tfds_name = "mnist"
+    c.data.dataset = "mnist"  # TFDS name
+    c.data.data_dir = ""  # TFDS data_dir: a folder or gs:// bucket ("" = TFDS default)
+    c.data.eval_examples = 1024  # test examples evaluated
   if "smoke" in variants:
     c.optimizer.schedule.warmup_steps = 2
     c.train.steps = 20

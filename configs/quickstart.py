@@ -24,8 +24,9 @@ def get_config(arg: str = ""):
   c.model.use_bias = False  # biases in the dense layers
   c.model.attn_chunks = 4  # causal query chunks (fully masked blocks are skipped)
 
-  c.data.name = "stdlib_bytes"
+  c.data.name = "stdlib_bytes"  # Python's standard-library source, as bytes
   c.data.seq_len = 256  # bytes per training sequence
+  c.data.validation_every = 10  # files whose path CRC32 is divisible by this are validation
   c.data.eval_examples = 64  # validation windows
 
   c.optimizer.name = "adamw"

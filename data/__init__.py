@@ -11,11 +11,9 @@ from data.stdlib_text import StdlibBytes
 from data.tfds_source import TfdsImages
 
 _SOURCES = {
-    "stdlib_bytes": lambda cfg, seed: StdlibBytes(
-        seq_len=cfg.seq_len, seed=seed, eval_examples=cfg.eval_examples),
-    "digits": lambda cfg, seed: Digits(seed=seed),
-    "tfds_images": lambda cfg, seed: TfdsImages(
-        name=cfg.tfds_name, data_dir=cfg.data_dir, seed=seed, eval_examples=cfg.eval_examples),
+    "stdlib_bytes": StdlibBytes,
+    "digits": Digits,
+    "tfds_images": TfdsImages,
 }
 
 
@@ -24,7 +22,12 @@ def available() -> list[str]:
 
 
 def build(cfg, *, seed: int):
-  """The data source ``cfg.name``, configured by the other fields of ``cfg``."""
-  if cfg.name not in _SOURCES:
-    raise ValueError(f"unknown data source {cfg.name!r}: valid names are {', '.join(available())}")
-  return _SOURCES[cfg.name](cfg, seed)
+  """The data source ``cfg.name``, built from the other fields of ``cfg`` and ``seed``."""
+  kwargs = dict(cfg)
+  name = kwargs.pop("name")
+  if name not in _SOURCES:
+    raise ValueError(f"unknown data source {name!r}: valid names are {', '.join(available())}")
+  try:
+    return _SOURCES[name](seed=seed, **kwargs)
+  except TypeError as e:
+    raise ValueError(f"data source {name!r}: {e}") from None

@@ -32,15 +32,15 @@ class TfdsImages:
   task = "classification"
   tokens_per_example = 0
 
-  def __init__(self, *, name: str, data_dir: str, seed: int, train_split: str = "train",
+  def __init__(self, *, dataset: str, data_dir: str, seed: int, train_split: str = "train",
                eval_split: str = "test", eval_examples: int = 1024,
                mean: float = 0.5, std: float = 0.5):
-    train = _open(name, train_split, data_dir)
-    self._eval_source = _open(name, eval_split, data_dir)
+    train = _open(dataset, train_split, data_dir)
+    self._eval_source = _open(dataset, eval_split, data_dir)
     self._train = grain.MapDataset.source(train).shuffle(seed=seed).repeat().map(self._prepare)
     self.mean, self.std = mean, std
     self.eval_examples = min(eval_examples, len(self._eval_source))
-    self.info = {"dataset": f"tfds:{name}", "train_examples": len(train),
+    self.info = {"dataset": f"tfds:{dataset}", "train_examples": len(train),
                  "eval_examples": self.eval_examples}
 
   def _prepare(self, example) -> dict[str, np.ndarray]:
