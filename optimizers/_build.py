@@ -61,12 +61,23 @@ def available() -> list[str]:
   return sorted(_METHODS)
 
 
-def _check_ranges(where: str, learning_rate: float, kwargs: dict, weight_decay: float):
+# Methods whose argument of that name is not a decay rate in [0, 1): Scion's momentum is the
+# weight on the new gradient, in (0, 1], and Scion checks it itself.
+_NOT_BETAS = {"scion": ("momentum",), "uscion": ("momentum",)}
+# Methods whose weight decay is built in (Scion's constraint shrinks the parameters).
+_OWN_DECAY = ("scion",)
+
+
+def _check_ranges(where: str, name: str, learning_rate: float, kwargs: dict,
+                  weight_decay: float):
   if learning_rate < 0:
     raise ValueError(f"{where}.learning_rate={learning_rate} must be >= 0")
   if weight_decay < 0:
     raise ValueError(f"{where}.weight_decay={weight_decay} must be >= 0")
-  for key in _BETAS:
+  if weight_decay and name in _OWN_DECAY:
+    raise ValueError(f"{where}.weight_decay={weight_decay}: {name} shrinks the parameters "
+                     f"itself (its constraint); set it to 0")
+  for key in set(_BETAS) - set(_NOT_BETAS.get(name, ())):
     value = kwargs.get(key)
     if isinstance(value, float) and not 0.0 <= value < 1.0:
       raise ValueError(f"{where}.kwargs.{key}={value} must lie in [0, 1)")
@@ -107,7 +118,7 @@ def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_step
   kwargs = _method_kwargs(where, name, kwargs)
   method = _METHODS[name]
   signature = inspect.signature(method).parameters
-  _check_ranges(where, peak_lr, kwargs, weight_decay)
+  _check_ranges(where, name, peak_lr, kwargs, weight_decay)
   decay_arg = next((a for a in _DECAY_ARGS if a in signature), None)
   mask_arg = next((a for a in _MASK_ARGS if a in signature), None)
   native_decay = decay_arg is not None and mask_arg is not None
@@ -204,3 +215,24 @@ def learning_rate(opt_state) -> jax.Array | None:
   """The learning rate of the default group (``None`` if the state has none)."""
   rates = learning_rates(opt_state)
   return rates.get("default", next(iter(rates.values()), None))
+
+
+# Scalar state fields that describe an optimizer's behaviour (NGN's step size gamma, ...):
+# the train step logs them as ``opt/<field>``.
+DIAGNOSTIC_FIELDS = ("gamma",)
+
+
+def diagnostics(opt_state) -> dict[str, jax.Array]:
+  """Scalar diagnostics found in ``opt_state`` by field name, e.g. ``{"gamma": ...}``.
+
+  A field found in several groups is keyed by its path, ``<group>/gamma``.
+  """
+  found = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+    if not path or not isinstance(path[-1], jax.tree_util.GetAttrKey):
+      continue
+    field = path[-1].name
+    if field in DIAGNOSTIC_FIELDS and getattr(leaf, "ndim", None) == 0:
+      groups = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+      found.setdefault(f"{groups[-1]}/{field}" if groups else field, leaf)
+  return found

@@ -118,6 +118,8 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn):
   metrics = {"loss": loss, **aux}
   for group, lr in optimizers.learning_rates(opt_state).items():
     metrics["lr" if group == "default" else f"lr/{group}"] = lr
+  for name, value in optimizers.diagnostics(opt_state).items():
+    metrics[f"opt/{name}"] = value
   for name, tree in (("grad_norm", grads), ("update_norm", updates), ("param_norm", params)):
     for role, value in _norms_by_role(tree, roles).items():
       metrics[name if role == "all" else f"{name}/{role}"] = value

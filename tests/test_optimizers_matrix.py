@@ -1,0 +1,732 @@
+"""Scion/uScion and their LMOs, SOAP and Shampoo: the shared battery and NumPy transcriptions.
+
+The references below are written from the papers and the authors' PyTorch code (LIONS-EPFL/scion
+``scion.py``, nikhilvyas/SOAP ``soap.py``, Shampoo's Algorithms 1-2), in float64 and, for Scion,
+in PyTorch's (out, in) layout, so that a layout slip in the Flax code shows up as a mismatch.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from optimizers._scion import (
+  DEFAULT_RADII,
+  bias_rms,
+  column_norm,
+  newton_schulz,
+  row_norm,
+  scale_by_scion,
+  scion,
+  sign,
+  spectral,
+  spectral_conv,
+  uscion,
+)
+from optimizers._shampoo import shampoo
+from optimizers._soap import soap
+
+# ---------------------------------------------------------------------------------------------
+# The battery: one table of methods, every test parametrised over it.
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  factory: Callable  # (learning_rate, roles) -> GradientTransformationExtraArgs
+  learning_rate: float  # for the convergence runs
+  decay_to_zero: bool  # conditional-gradient steps have a fixed length: they need a decaying lr
+
+
+METHODS = {
+    "scion": Method(lambda lr, roles: scion(lr, 0.1, param_labels=roles,
+                                            radii={"hidden": 20.0, "bias": 2.0}),
+                    0.01, True),
+    "uscion": Method(lambda lr, roles: uscion(lr, 0.1, param_labels=roles,
+                                              radii={"hidden": 1.0, "bias": 1.0}),
+                     0.03, True),
+    "soap": Method(lambda lr, roles: soap(lr, weight_decay=0.0), 0.01, True),
+    "shampoo": Method(lambda lr, roles: shampoo(lr), 0.3, False),
+}
+N = 8
+_RNG = np.random.default_rng(1)
+_A = jnp.asarray(np.eye(N) + 0.3 * _RNG.standard_normal((N, N)), jnp.float32)
+_B = jnp.asarray(_RNG.standard_normal((N, N)), jnp.float32)
+_C = jnp.asarray(_RNG.standard_normal(N), jnp.float32)
+QUAD_ROLES = {"w": "hidden", "b": "bias"}
+ROSEN_ROLES = {"x": "bias"}
+
+
+def quadratic(params):
+  """0.5 ||A W - B||^2 / n + 0.5 ||b - c||^2: a square matrix and a vector parameter."""
+  return (0.5 * jnp.sum(jnp.square(_A @ params["w"] - _B)) / N
+          + 0.5 * jnp.sum(jnp.square(params["b"] - _C)))
+
+
+def rosenbrock(params):
+  x = params["x"]
+  return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def quad_params(dtype=jnp.float32):
+  return {"w": jnp.zeros((N, N), dtype), "b": jnp.zeros(N, dtype)}
+
+
+def _make(method: Method, roles, steps: int):
+  lr = method.learning_rate
+  if method.decay_to_zero:
+    lr = optax.linear_schedule(lr, 0.0, steps)
+  return method.factory(lr, roles)
+
+
+def _run(tx, loss, params, steps):
+  def body(carry, _):
+    params, state = carry
+    updates, state = tx.update(jax.grad(loss)(params), state, params)
+    return (optax.apply_updates(params, updates), state), None
+  run = jax.jit(lambda p, s: jax.lax.scan(body, (p, s), None, length=steps)[0])
+  return run(params, tx.init(params))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_converges_on_a_matrix_quadratic(name):
+  steps = 3000
+  params, _ = _run(_make(METHODS[name], QUAD_ROLES, steps), quadratic, quad_params(), steps)
+  optimum = quadratic({"w": jnp.linalg.solve(_A, _B), "b": _C})
+  gap = (quadratic(params) - optimum) / (quadratic(quad_params()) - optimum)
+  assert gap < 1e-4, f"{name}: suboptimality {float(gap):.2e} of the initial one"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_converges_on_rosenbrock(name):
+  steps = 3000
+  start = {"x": jnp.array([-1.2, 1.0])}
+  params, _ = _run(_make(METHODS[name], ROSEN_ROLES, steps), rosenbrock, start, steps)
+  assert rosenbrock(start) > 20 and rosenbrock(params) < 1e-2, (name, params["x"])
+
+
+@pytest.mark.parametrize("factory", [
+    lambda steps: soap(optax.linear_schedule(0.01, 0.0, steps), weight_decay=0.0,
+                       precondition_1d=True),
+    lambda steps: shampoo(0.3, precondition_1d=True),
+], ids=["soap", "shampoo"])
+def test_rotated_vectors_converge_on_rosenbrock(factory):
+  """The matrix machinery on a vector: SOAP's eigenbasis, Shampoo's full-matrix AdaGrad."""
+  steps = 3000
+  params, _ = _run(factory(steps), rosenbrock, {"x": jnp.array([-1.2, 1.0])}, steps)
+  assert rosenbrock(params) < 1e-2, params["x"]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("name", METHODS)
+def test_updates_and_state_keep_their_dtypes(name, dtype):
+  tx = _make(METHODS[name], QUAD_ROLES, 10)
+  params = jax.tree.map(lambda x: x + jnp.asarray(0.1, dtype), quad_params(dtype))
+  state = tx.init(params)
+  avals = jax.tree.map(lambda x: (x.shape, x.dtype), state)
+  step = jax.jit(tx.update)
+  for _ in range(3):
+    grads = jax.grad(quadratic)(params)
+    updates, state = step(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == avals
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_second_jitted_call_does_not_recompile(name):
+  tx = _make(METHODS[name], QUAD_ROLES, 10)
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    updates, state = tx.update(jax.grad(quadratic)(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  params, state = quad_params(), tx.init(quad_params())
+  for _ in range(3):
+    params, state = step(params, state)
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_vmap_over_stacked_states_matches_one_by_one(name):
+  tx = _make(METHODS[name], QUAD_ROLES, 10)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  stacked = jax.vmap(lambda k: jax.tree.map(
+      lambda x: jax.random.normal(k, x.shape), quad_params()))(keys)
+
+  # Noisy gradients: with exact ones SOAP's rotated gradient is nearly diagonal after its first
+  # call and the signs of its tiny off-diagonal entries (roundoff, which batching changes)
+  # decide its first Adam step.
+  params = quad_params()
+  noise = jax.vmap(lambda k: [jax.tree.map(lambda x, k=k: jax.random.normal(k, x.shape), params)
+                              for k in jax.random.split(k, 3)])(keys)
+
+  def run(params, noise):
+    state = tx.init(params)
+    for n in noise:
+      grads = jax.tree.map(jnp.add, jax.grad(quadratic)(params), n)
+      updates, state = tx.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    return params
+
+  batched = jax.jit(jax.vmap(run))(stacked, noise)
+  for i in range(len(keys)):
+    pick = lambda t, i=i: jax.tree.map(lambda x: x[i], t)
+    single = jax.jit(run)(pick(stacked), pick(noise))
+    for b, s in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+      np.testing.assert_allclose(b[i], s, rtol=1e-5, atol=1e-5)  # batched roundoff only
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_inject_hyperparams_changes_the_learning_rate_without_recompiling(name):
+  method = METHODS[name]
+  factory = lambda learning_rate, roles: method.factory(learning_rate, roles)
+  tx = optax.inject_hyperparams(factory, static_args=("roles",))(learning_rate=0.1,
+                                                                 roles=QUAD_ROLES)
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(None)
+    updates, state = tx.update(jax.grad(quadratic)(params), state, params)
+    return updates, state
+
+  params, state = quad_params(), tx.init(quad_params())
+  for _ in range(2):
+    updates, state = step(params, state)
+    params = optax.apply_updates(params, updates)
+  inner = state.inner_state
+  state.hyperparams["learning_rate"] = jnp.asarray(0.025, jnp.float32)
+  updates, state = step(params, state)
+  assert len(traces) == 1
+  expected, _ = method.factory(0.025, QUAD_ROLES).update(jax.grad(quadratic)(params), inner,
+                                                         params)
+  for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(u, e, rtol=1e-5, atol=1e-7)
+
+
+def test_inject_hyperparams_with_every_argument_as_given():
+  """Each factory straight into inject_hyperparams: floats and ints become arrays."""
+  params = quad_params()
+  txs = [
+      optax.inject_hyperparams(scion)(0.1, 0.2, param_labels=QUAD_ROLES),
+      optax.inject_hyperparams(uscion)(0.1, 0.2, param_labels=QUAD_ROLES),
+      optax.inject_hyperparams(soap, static_args="max_precond_dim")(precondition_frequency=2),
+      optax.inject_hyperparams(shampoo, static_args="max_precond_dim")(0.1,
+                                                                       precondition_frequency=2),
+  ]
+  for tx in txs:
+    state = tx.init(params)
+    for _ in range(3):
+      updates, state = jax.jit(tx.update)(jax.grad(quadratic)(params), state, params)
+      params = optax.apply_updates(params, updates)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_multisteps_applies_the_mean_gradient_every_k_calls(name):
+  k = 3
+  inner = _make(METHODS[name], QUAD_ROLES, 10)
+  tx = optax.MultiSteps(inner, every_k_schedule=k)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: x + 0.5, quad_params())
+  state, inner_state = tx.init(params), inner.init(params)
+  step = jax.jit(tx.update)
+  for _ in range(2):  # two inner steps (SOAP's first one only initialises)
+    grads = [jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), x.dtype), params)
+             for _ in range(k)]
+    for i, g in enumerate(grads):
+      updates, state = step(g, state, params)
+      if i < k - 1:
+        assert all(not bool(jnp.any(u)) for u in jax.tree.leaves(updates))
+    mean = jax.tree.map(lambda *g: sum(g) / k, *grads)
+    expected, inner_state = inner.update(mean, inner_state, params)
+    for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+      # MultiSteps averages incrementally: roundoff apart, the same update.
+      np.testing.assert_allclose(u, e, rtol=1e-4, atol=1e-4 * float(jnp.abs(e).max()))
+    params = optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: scion(-0.1, param_labels=QUAD_ROLES), "learning_rate=-0.1"),
+    (lambda: uscion(-1e-3, param_labels=QUAD_ROLES), "learning_rate=-0.001"),
+    (lambda: scion(0.1, 1.5, param_labels=QUAD_ROLES), "momentum=1.5"),
+    (lambda: uscion(0.1, 0.0, param_labels=QUAD_ROLES), "momentum=0.0"),
+    (lambda: scion(0.1, param_labels=QUAD_ROLES, radii={"hidden": -1.0}), "radii"),
+    (lambda: scion(0.1, param_labels=QUAD_ROLES, lmos={"hidden": "spectrall"}), "spectral"),
+    (lambda: soap(-3e-3), "learning_rate=-0.003"),
+    (lambda: soap(b1=1.0), "b1=1.0"),
+    (lambda: soap(b2=-0.5), "b2=-0.5"),
+    (lambda: soap(shampoo_beta=1.2), "shampoo_beta=1.2"),
+    (lambda: soap(weight_decay=-0.1), "weight_decay=-0.1"),
+    (lambda: soap(precondition_frequency=0), "precondition_frequency=0"),
+    (lambda: shampoo(-0.1), "learning_rate=-0.1"),
+    (lambda: shampoo(0.1, eps=0.0), "eps=0.0"),
+])
+def test_out_of_range_hyperparameters_fail_at_build_time(build, message):
+  with pytest.raises(ValueError, match=message):
+    build()
+
+
+def test_unknown_role_is_refused_with_the_known_roles():
+  tx = scion(0.1, param_labels={"w": "hiden", "b": "bias"})
+  with pytest.raises(ValueError, match="'hiden'.*embedding.*hidden"):
+    tx.init(quad_params())
+
+
+# ---------------------------------------------------------------------------------------------
+# The LMOs: Newton-Schulz band and duality.
+
+# Singular values of the Newton-Schulz output, measured over 20 draws of each case:
+# Gaussian (m, 2m) / (2m, m) and spectra with condition number <= 10: [0.6818, 1.1344];
+# condition number up to 100: [0.6818, 1.2023]. Smaller singular values (relative to the
+# Frobenius norm) are not reached by 5 steps (a square Gaussian 48x48 gave 0.019).
+NS_BAND = (0.68, 1.14)
+NS_BAND_KAPPA_100 = (0.68, 1.21)
+
+
+def _with_spectrum(rng, m, n, kappa):
+  u, _ = np.linalg.qr(rng.standard_normal((m, m)))
+  v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+  s = np.exp(rng.uniform(-np.log(kappa), 0, min(m, n)))
+  s[0], s[-1] = 1.0, 1.0 / kappa
+  return u[:, :min(m, n)] @ np.diag(s) @ v[:, :min(m, n)].T
+
+
+def test_newton_schulz_is_near_orthogonal():
+  rng = np.random.default_rng(0)
+  cases = [(rng.standard_normal(shape), NS_BAND)
+           for shape in [(32, 64), (64, 32), (16, 128), (128, 256)] for _ in range(3)]
+  cases += [(_with_spectrum(rng, 32, 32, 10.0), NS_BAND) for _ in range(3)]
+  cases += [(_with_spectrum(rng, 24, 40, 100.0), NS_BAND_KAPPA_100) for _ in range(3)]
+  orthogonalise = jax.jit(newton_schulz)
+  for g, (lo, hi) in cases:
+    s = np.linalg.svd(np.asarray(orthogonalise(jnp.asarray(g, jnp.float32)), np.float64),
+                      compute_uv=False)
+    assert lo <= s.min() and s.max() <= hi, (g.shape, s.min(), s.max())
+  # Not the identity map: a far-from-orthogonal input comes out near-orthogonal.
+  g = _with_spectrum(rng, 32, 32, 10.0)
+  assert np.linalg.svd(g, compute_uv=False).min() < 0.2
+
+
+def _nuclear(g):
+  return np.linalg.svd(g, compute_uv=False).sum()
+
+
+# name -> (lmo, its norm, the dual norm), all for Flax (in, out) kernels / vectors.
+_D = {
+    "sign": (sign,
+             lambda w: np.abs(w).max() * w.shape[0],
+             lambda g: np.abs(g).sum() / g.shape[0]),
+    "column_norm": (column_norm,
+                    lambda w: np.sqrt(np.mean(w ** 2, axis=1)).max(),
+                    lambda g: math.sqrt(g.shape[1]) * np.linalg.norm(g, axis=1).sum()),
+    "row_norm": (row_norm,
+                 lambda w: math.sqrt(w.shape[0]) * np.linalg.norm(w, axis=0).max(),
+                 lambda g: np.linalg.norm(g, axis=0).sum() / math.sqrt(g.shape[0])),
+    "bias_rms": (bias_rms,
+                 lambda w: np.sqrt(np.mean(w ** 2)),
+                 lambda g: math.sqrt(g.size) * np.linalg.norm(g)),
+}
+
+
+@pytest.mark.parametrize("name", _D)
+def test_lmo_attains_the_dual_norm(name):
+  lmo, norm, dual = _D[name]
+  rng = np.random.default_rng(0)
+  for shape in ([(12,), (40,)] if name == "bias_rms" else [(6, 10), (10, 6), (7, 7)]):
+    g = rng.standard_normal(shape)
+    s = np.asarray(lmo(jnp.asarray(g, jnp.float32)), np.float64)
+    np.testing.assert_allclose(norm(s), 1.0, rtol=1e-5)  # on the unit sphere of its norm
+    np.testing.assert_allclose(np.vdot(g, s), dual(g), rtol=1e-5)  # <g, lmo(g)> = ||g||_*
+    for _ in range(200):  # and no point of the unit ball does better
+      w = rng.standard_normal(shape)
+      assert np.vdot(g, w / norm(w)) <= dual(g) * (1 + 1e-6)
+
+
+def test_spectral_lmos_attain_the_dual_norm_within_the_newton_schulz_band():
+  rng = np.random.default_rng(0)
+  lo, hi = NS_BAND
+  for d_in, d_out in [(16, 32), (32, 16)]:
+    g = rng.standard_normal((d_in, d_out))
+    s = np.asarray(spectral(jnp.asarray(g, jnp.float32)), np.float64)
+    scale = math.sqrt(d_out / d_in)  # RMS->RMS norm of W is sqrt(d_in/d_out) ||W||_2
+    ratio = np.vdot(g, s) / (scale * _nuclear(g))
+    assert lo <= ratio <= hi
+    assert lo <= np.linalg.norm(s, 2) / scale <= hi
+  kernel = rng.standard_normal((3, 3, 8, 32))  # (kh, kw, in, out)
+  s = np.asarray(spectral_conv(jnp.asarray(kernel, jnp.float32)), np.float64)
+  scale = math.sqrt(32 / 8) / 9
+  assert lo <= np.vdot(kernel, s) / (scale * _nuclear(kernel.reshape(-1, 32))) <= hi
+  assert lo <= np.linalg.norm(s.reshape(-1, 32), 2) / scale <= hi
+
+
+def test_scion_picks_the_lmo_and_radius_of_each_role():
+  rng = np.random.default_rng(0)
+  params = {"embedding": rng.standard_normal((10, 6)), "hidden": rng.standard_normal((6, 6)),
+            "head": rng.standard_normal((6, 10)), "norm": rng.standard_normal(6),
+            "bias": rng.standard_normal(6), "conv": rng.standard_normal((3, 3, 2, 4))}
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  roles = {k: k for k in params}
+  tx = scale_by_scion(1.0, param_labels=lambda p: {k: k for k in p})
+  updates, _ = tx.update(params, tx.init(params))
+  lmo = {"embedding": column_norm, "hidden": spectral, "head": sign, "norm": bias_rms,
+         "bias": bias_rms, "conv": spectral_conv}
+  for role in roles:
+    np.testing.assert_allclose(updates[role], DEFAULT_RADII[role] * lmo[role](params[role]),
+                               rtol=1e-6)
+
+
+def test_scion_runs_on_the_models_own_roles():
+  import models
+  model = models.GPTTiny()
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, 8), jnp.int32))
+  params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes["params"])
+  tx = scion(2.0 ** -12, param_labels=models.param_roles)
+  updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+  # The final norm's scale and bias are unit-RMS directions: (2**-12)(50 * 1 + 1) per entry.
+  np.testing.assert_allclose(updates["final_norm"]["scale"], -(2.0 ** -12) * 51, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numerical checks against NumPy transcriptions, on stochastic matrix quadratics
+# f_k(P) = 0.5 ||A_k P - B_k||^2 per matrix (Flax layout), 0.5 ||P - C_k||^2 otherwise.
+
+STEPS = 25
+
+
+def _problem(shapes, seed=0, first_singular_values=None, start_scale=1.0):
+  """Per-step data; optionally the first gradient of ``w`` gets the given singular values."""
+  rng = np.random.default_rng(seed)
+  start = {k: start_scale * rng.standard_normal(s) for k, s in shapes.items()}
+  data = []
+  for _ in range(STEPS):
+    step = {}
+    for k, s in shapes.items():
+      if len(s) == 2:
+        step[k] = (np.eye(s[0]) + 0.5 * rng.standard_normal((s[0], s[0])),
+                   rng.standard_normal(s))
+      else:
+        step[k] = (None, rng.standard_normal(s))
+    data.append(step)
+  if first_singular_values is not None:  # a well-separated first Gram matrix for eigh in f32
+    n = shapes["w"][0]
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = data[0]["w"][0]
+    g = u @ np.diag(first_singular_values) @ v.T
+    data[0]["w"] = (a, a @ start["w"] - np.linalg.solve(a.T, g))
+  return start, data
+
+
+def _np_grads(params, step):
+  return {k: (a.T @ (a @ params[k] - b) if a is not None else params[k] - b)
+          for k, (a, b) in step.items()}
+
+
+def _jax_loss(params, step):
+  total = 0.0
+  for k, (a, b) in step.items():
+    r = params[k] - b if a is None else a @ params[k] - b
+    total = total + 0.5 * jnp.sum(jnp.square(r))
+  return total
+
+
+def _jax_trajectory(tx, start, data):
+  to_jax = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)
+
+  @jax.jit
+  def step(params, state, step_data):
+    updates, state = tx.update(jax.grad(_jax_loss)(params, step_data), state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = to_jax(start)
+  state = tx.init(params)
+  trajectory = []
+  for step_data in data:
+    params, state = step(params, state, to_jax(step_data))
+    trajectory.append(jax.tree.map(lambda x: np.asarray(x, np.float64), params))
+  return trajectory
+
+
+def _assert_trajectories_match(ours, reference, start, rtol=1e-5):
+  """Relative error of the displacement from the start, every step, every parameter."""
+  for t, (a, b) in enumerate(zip(ours, reference, strict=True)):
+    for k in start:
+      moved = np.linalg.norm(b[k] - start[k])
+      assert moved > 1e-3, f"step {t}: {k} did not move"
+      err = np.linalg.norm(a[k] - b[k]) / moved
+      assert err < rtol, f"step {t}: {k} differs by {err:.2e} (relative to its displacement)"
+
+
+# --- Scion, transcribed from LIONS-EPFL/scion scion.py, PyTorch layout, float64.
+
+def _ref_zeropower_via_newtonschulz5(g, steps=5):
+  a, b, c = (3.4445, -4.7750, 2.0315)
+  x = g.copy()
+  if g.shape[0] > g.shape[1]:
+    x = x.T
+  x = x / (np.linalg.norm(x) + 1e-7)
+  for _ in range(steps):
+    m = x @ x.T
+    x = a * x + (b * m + c * m @ m) @ x
+  if g.shape[0] > g.shape[1]:
+    x = x.T
+  return x
+
+
+def _ref_spectral(g):  # Spectral(): g is (out, in)
+  d_out, d_in = g.shape
+  return _ref_zeropower_via_newtonschulz5(g) * (d_out / d_in) ** 0.5
+
+
+def _ref_spectral_conv(g):  # SpectralConv(): g is (out, in, k, k)
+  out = _ref_zeropower_via_newtonschulz5(g.reshape(len(g), -1)).reshape(g.shape)
+  out_channels, in_channels, k, _ = g.shape
+  return out * (out_channels / in_channels) ** 0.5 / k ** 2
+
+
+def _ref_sign(g):  # Sign(): g is (out, in)
+  return np.sign(g) / g.shape[1]
+
+
+def _ref_colnorm_transposed(g):  # ColNorm(transpose=True) on an nn.Embedding weight (V, D)
+  g = g.T
+  rms = 1 / math.sqrt(g.shape[0]) * np.sqrt(np.sum(g ** 2, axis=0, keepdims=True))
+  return (g / (rms + 1e-8)).T
+
+
+def _ref_bias_rms(g):  # BiasRMS()
+  return g / (np.sqrt(np.mean(g ** 2, axis=0, keepdims=True)) + 1e-8)
+
+
+# Flax -> PyTorch layout: dense (in, out) -> (out, in); conv (kh, kw, in, out) -> (out, in, kh, kw);
+# an embedding table is (vocab, width) in both.
+_TO_TORCH = {"w": lambda x: x.T, "h": lambda x: x.T, "e": lambda x: x,
+             "k": lambda x: x.transpose(3, 2, 0, 1), "b": lambda x: x}
+_FROM_TORCH = {"w": lambda x: x.T, "h": lambda x: x.T, "e": lambda x: x,
+               "k": lambda x: x.transpose(2, 3, 1, 0), "b": lambda x: x}
+_SCION_ROLES = {"w": "hidden", "h": "head", "e": "embedding", "k": "conv", "b": "bias"}
+_REF_NORMS = {"hidden": _ref_spectral, "head": _ref_sign, "embedding": _ref_colnorm_transposed,
+              "conv": _ref_spectral_conv, "bias": _ref_bias_rms}
+
+
+def _ref_scion(start, data, *, lr, momentum, scales, unconstrained):
+  """Scion.step() per parameter group, on PyTorch-layout copies of the parameters."""
+  params = {k: _TO_TORCH[k](v.copy()) for k, v in start.items()}
+  bufs = {k: np.zeros_like(v) for k, v in params.items()}
+  trajectory = []
+  for step in data:
+    flax_params = {k: _FROM_TORCH[k](v) for k, v in params.items()}
+    grads = {k: _TO_TORCH[k](g) for k, g in _np_grads(flax_params, step).items()}
+    for k, p in params.items():
+      bufs[k] = bufs[k] * (1 - momentum) + momentum * grads[k]
+      update = scales[_SCION_ROLES[k]] * _REF_NORMS[_SCION_ROLES[k]](bufs[k])
+      if not unconstrained:
+        p = p * (1 - lr)
+      params[k] = p - lr * update
+    trajectory.append({k: _FROM_TORCH[k](v) for k, v in params.items()})
+  return trajectory
+
+
+@pytest.mark.parametrize("unconstrained,lr,radii,start_scale", [
+    (False, 0.05, {"hidden": 2.0, "head": 30.0, "embedding": 1.0, "conv": 2.0, "bias": 1.0}, 1.0),
+    (True, 2.0 ** -10, None, 0.02),  # the reference nanoGPT radii (hidden 50, head 3000)
+])
+def test_scion_matches_the_reference_code(unconstrained, lr, radii, start_scale):
+  shapes = {"w": (6, 6), "h": (6, 4), "e": (5, 6), "k": (3, 3, 2, 4), "b": (6,)}
+  start, data = _problem(shapes, seed=3, start_scale=start_scale)
+  make = uscion if unconstrained else scion
+  tx = make(lr, 0.1, param_labels=_SCION_ROLES, radii=radii)
+  scales = {**DEFAULT_RADII, **(radii or {})}
+  reference = _ref_scion(start, data, lr=lr, momentum=0.1, scales=scales,
+                         unconstrained=unconstrained)
+  _assert_trajectories_match(_jax_trajectory(tx, start, data), reference, start)
+
+
+def test_scion_momentum_is_the_weight_on_the_new_gradient():
+  g1, g2 = jnp.full((3,), 2.0), jnp.asarray([1.0, -3.0, 2.0])
+  tx = scale_by_scion(0.25, param_labels={"b": "bias"}, radii={"bias": 1.0},
+                      lmos={"bias": lambda m: m})
+  state = tx.init({"b": g1})
+  first, state = tx.update({"b": g1}, state)
+  second, _ = tx.update({"b": g2}, state)
+  np.testing.assert_allclose(first["b"], 0.25 * g1)  # from zero, no bias correction
+  np.testing.assert_allclose(second["b"], 0.75 * 0.25 * g1 + 0.25 * g2)
+
+
+# --- SOAP, transcribed from nikhilvyas/SOAP soap.py (SOAP.step and its helpers), float64.
+
+def _ref_soap(start, data, *, lr, betas, eps, weight_decay, precondition_frequency,
+              max_precond_dim=10000):
+  beta1, beta2 = betas
+  shampoo_beta = beta2  # shampoo_beta=-1
+  params = {k: v.copy() for k, v in start.items()}
+  states = {k: {} for k in params}
+
+  def project(grad, q):
+    for mat in q:
+      if len(mat) > 0:
+        grad = np.tensordot(grad, mat, axes=([0], [0]))
+      else:
+        grad = np.transpose(grad, list(range(1, grad.ndim)) + [0])
+    return grad
+
+  def project_back(grad, q):
+    for mat in q:
+      if len(mat) > 0:
+        grad = np.tensordot(grad, mat, axes=([0], [1]))
+      else:
+        grad = np.transpose(grad, list(range(1, grad.ndim)) + [0])
+    return grad
+
+  def get_orthogonal_matrix(mats):
+    return [[] if len(m) == 0 else np.flip(np.linalg.eigh(m)[1], axis=1) for m in mats]
+
+  def get_orthogonal_matrix_qr(state):
+    exp_avg_sq = state["exp_avg_sq"]
+    final = []
+    for ind, (m, o) in enumerate(zip(state["GG"], state["Q"], strict=True)):
+      if len(m) == 0:
+        final.append([])
+        continue
+      est_eig = np.diag(o.T @ m @ o)
+      sort_idx = np.argsort(-est_eig, kind="stable")
+      exp_avg_sq = np.take(exp_avg_sq, sort_idx, axis=ind)
+      o = o[:, sort_idx]
+      final.append(np.linalg.qr(m @ o)[0])
+    state["exp_avg_sq"] = exp_avg_sq
+    return final
+
+  def update_preconditioner(grad, state):
+    if state["Q"] is not None:
+      state["exp_avg"] = project_back(state["exp_avg"], state["Q"])
+    if grad.ndim > 1:
+      for idx, sh in enumerate(grad.shape):
+        if sh <= max_precond_dim:
+          others = [i for i in range(grad.ndim) if i != idx]
+          outer = np.tensordot(grad, grad, axes=(others, others))
+          state["GG"][idx] = state["GG"][idx] + (1 - shampoo_beta) * (outer - state["GG"][idx])
+    if state["Q"] is None:
+      state["Q"] = get_orthogonal_matrix(state["GG"])
+    if state["step"] > 0 and state["step"] % precondition_frequency == 0:
+      state["Q"] = get_orthogonal_matrix_qr(state)
+    if state["step"] > 0:
+      state["exp_avg"] = project(state["exp_avg"], state["Q"])
+
+  trajectory = []
+  for step in data:
+    grads = _np_grads(params, step)
+    for k, p in params.items():
+      grad, state = grads[k], states[k]
+      if "step" not in state:
+        state["step"] = 0
+        state["exp_avg"] = np.zeros_like(grad)
+        state["exp_avg_sq"] = np.zeros_like(grad)
+      if "Q" not in state:  # init_preconditioner (precondition_1d=False)
+        state["GG"] = ([[]] if grad.ndim == 1 else
+                       [np.zeros((sh, sh)) if sh <= max_precond_dim else [] for sh in grad.shape])
+        state["Q"] = None
+        update_preconditioner(grad, state)
+        continue
+      grad_projected = project(grad, state["Q"])
+      state["step"] += 1
+      state["exp_avg"] = beta1 * state["exp_avg"] + (1 - beta1) * grad_projected
+      state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * grad_projected ** 2
+      denom = np.sqrt(state["exp_avg_sq"]) + eps
+      step_size = lr * (1 - beta2 ** state["step"]) ** 0.5 / (1 - beta1 ** state["step"])
+      norm_grad = project_back(state["exp_avg"] / denom, state["Q"])
+      p = p - step_size * norm_grad
+      if weight_decay > 0:
+        p = p - lr * weight_decay * p
+      params[k] = p
+      update_preconditioner(grad, state)
+    trajectory.append({k: v.copy() for k, v in params.items()})
+  return trajectory
+
+
+def test_soap_matches_the_reference_code():
+  start, data = _problem({"w": (6, 6), "b": (6,)}, seed=0,
+                         first_singular_values=np.linspace(3.0, 1.0, 6))
+  kwargs = dict(lr=0.05, eps=1e-8, weight_decay=0.01, precondition_frequency=3)
+  reference = _ref_soap(start, data, betas=(0.95, 0.95), **kwargs)
+  np.testing.assert_array_equal(reference[0]["w"], start["w"])  # its first call only initialises
+  ours = _jax_trajectory(soap(0.05, 0.95, 0.95, 1e-8, 0.01, 3), start, data)
+  np.testing.assert_allclose(ours[0]["w"], start["w"], rtol=1e-7)
+  _assert_trajectories_match(ours[1:], reference[1:], start)
+  # The check can fail: Adam with the same decay (no factors) is far from the reference.
+  adam = _jax_trajectory(soap(0.05, 0.95, 0.95, 1e-8, 0.01, 3, max_precond_dim=1), start, data)
+  with pytest.raises(AssertionError):
+    _assert_trajectories_match(adam[1:], reference[1:], start, rtol=1e-2)
+
+
+# --- Shampoo, transcribed from the paper's Algorithms 1 (matrices) and 2 (order-k tensors).
+
+def _matrix_power(h, power):
+  w, v = np.linalg.eigh(h)
+  return (v * w ** power) @ v.T
+
+
+def _ref_shampoo(start, data, *, lr, eps, precondition_frequency):
+  params = {k: v.copy() for k, v in start.items()}
+  stats, roots = {}, {}
+  for k, p in params.items():
+    if p.ndim == 1:  # our documented choice for vectors: diagonal AdaGrad with eps
+      stats[k] = np.full(p.shape, eps)
+    else:
+      stats[k] = [eps * np.eye(n) for n in p.shape]
+  trajectory = []
+  for t, step in enumerate(data, start=1):
+    grads = _np_grads(params, step)
+    for k, g in grads.items():
+      if g.ndim == 1:
+        stats[k] = stats[k] + g ** 2
+        params[k] = params[k] - lr * g / np.sqrt(stats[k])
+      elif g.ndim == 2:  # Algorithm 1: L += G G^T, R += G^T G, W -= lr L^-1/4 G R^-1/4
+        left, right = stats[k]
+        stats[k] = [left + g @ g.T, right + g.T @ g]
+        if (t - 1) % precondition_frequency == 0:
+          roots[k] = [_matrix_power(h, -1 / 4) for h in stats[k]]
+        params[k] = params[k] - lr * roots[k][0] @ g @ roots[k][1]
+      else:  # Algorithm 2 for an order-3 tensor: H^i += G_(i) G_(i)^T, exponent -1/(2k)
+        h1, h2, h3 = stats[k]
+        stats[k] = [h1 + np.einsum("ajk,bjk->ab", g, g), h2 + np.einsum("iak,ibk->ab", g, g),
+                    h3 + np.einsum("ija,ijb->ab", g, g)]
+        if (t - 1) % precondition_frequency == 0:
+          roots[k] = [_matrix_power(h, -1 / 6) for h in stats[k]]
+        r1, r2, r3 = roots[k]
+        params[k] = params[k] - lr * np.einsum("ai,bj,ck,ijk->abc", r1, r2, r3, g)
+    trajectory.append({k: v.copy() for k, v in params.items()})
+  return trajectory
+
+
+@pytest.mark.parametrize("precondition_frequency", [1, 3])
+def test_shampoo_matches_the_paper(precondition_frequency):
+  start, data = _problem({"w": (6, 6), "t": (2, 3, 4), "b": (6,)}, seed=1,
+                         first_singular_values=np.linspace(3.0, 1.0, 6))
+  reference = _ref_shampoo(start, data, lr=0.1, eps=1e-4,
+                           precondition_frequency=precondition_frequency)
+  tx = shampoo(0.1, 1e-4, precondition_frequency=precondition_frequency)
+  _assert_trajectories_match(_jax_trajectory(tx, start, data), reference, start)
+
+
+def test_shampoo_vectors_get_full_matrix_adagrad_on_request():
+  rng = np.random.default_rng(0)
+  x, eps, lr = rng.standard_normal(5), 0.1, 0.1
+  grads = [rng.standard_normal(5) for _ in range(8)]
+  tx = shampoo(lr, eps, precondition_1d=True)
+  state = tx.init(jnp.asarray(x, jnp.float32))
+  h = eps * np.eye(5)
+  for g in grads:
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state)
+    h = h + np.outer(g, g)
+    np.testing.assert_allclose(updates, -lr * _matrix_power(h, -1 / 2) @ g, rtol=2e-5)
