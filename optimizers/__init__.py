@@ -10,13 +10,32 @@ from optimizers._adagrad_norm import adagrad_norm, scale_by_adagrad_norm
 from optimizers._adalayer import adalayer, scale_by_adalayer
 from optimizers._adamp import adamp, scale_by_adamp
 from optimizers._build import (
-    DIAGNOSTIC_FIELDS, available, build, diagnostics, learning_rate, learning_rates, register)
+  DIAGNOSTIC_FIELDS,
+  available,
+  build,
+  diagnostics,
+  learning_rate,
+  learning_rates,
+  register,
+)
 from optimizers._diffgrad import diffgrad, scale_by_diffgrad
 from optimizers._ngn import ngn, ngn_m, ngn_md, scale_by_ngn, scale_by_ngn_m, scale_by_ngn_md
 from optimizers._schedules import SCHEDULES, build_schedule
 from optimizers._scion import (
-    DEFAULT_LMOS, DEFAULT_RADII, LMOS, bias_rms, column_norm, newton_schulz, row_norm,
-    scale_by_scion, scion, sign, spectral, spectral_conv, uscion)
+  DEFAULT_LMOS,
+  DEFAULT_RADII,
+  LMOS,
+  bias_rms,
+  column_norm,
+  newton_schulz,
+  row_norm,
+  scale_by_scion,
+  scion,
+  sign,
+  spectral,
+  spectral_conv,
+  uscion,
+)
 from optimizers._shampoo import scale_by_shampoo, shampoo
 from optimizers._soap import scale_by_soap, soap
 
@@ -25,11 +44,11 @@ for _method in (ngn, ngn_m, ngn_md, adalayer, diffgrad, adamp, adagrad_norm, sci
   register(_method.__name__, _method)
 
 __all__ = [
-    "DEFAULT_LMOS", "DEFAULT_RADII", "LMOS", "bias_rms", "column_norm", "newton_schulz",
-    "row_norm", "scale_by_scion", "scale_by_shampoo", "scale_by_soap", "scion", "shampoo",
-    "sign", "soap", "spectral", "spectral_conv", "uscion",
-    "DIAGNOSTIC_FIELDS", "SCHEDULES", "diagnostics", "adagrad_norm", "adalayer", "adamp", "available", "build", "build_schedule",
-    "diffgrad", "learning_rate", "learning_rates", "ngn", "ngn_m", "ngn_md", "register",
-    "scale_by_adagrad_norm", "scale_by_adalayer", "scale_by_adamp", "scale_by_diffgrad",
-    "scale_by_ngn", "scale_by_ngn_m", "scale_by_ngn_md",
+    "DEFAULT_LMOS", "DEFAULT_RADII", "DIAGNOSTIC_FIELDS", "LMOS", "SCHEDULES", "adagrad_norm",
+    "adalayer", "adamp", "available", "bias_rms", "build", "build_schedule", "column_norm",
+    "diagnostics", "diffgrad", "learning_rate", "learning_rates", "newton_schulz", "ngn", "ngn_m",
+    "ngn_md", "register", "row_norm", "scale_by_adagrad_norm", "scale_by_adalayer",
+    "scale_by_adamp", "scale_by_diffgrad", "scale_by_ngn", "scale_by_ngn_m", "scale_by_ngn_md",
+    "scale_by_scion", "scale_by_shampoo", "scale_by_soap", "scion", "shampoo", "sign", "soap",
+    "spectral", "spectral_conv", "uscion",
 ]

@@ -1,22 +1,18 @@
 """AdaGrad-Norm (Ward, Wu & Bottou 2019): one AdaGrad step size for the whole model."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from optimizers._checks import require_nonnegative
 
 
 class ScaleByAdagradNormState(NamedTuple):
   """State of ``scale_by_adagrad_norm``."""
   count: jax.Array  # int32 scalar: number of updates so far.
   sum_sq: jax.Array  # b_j^2 = b_0^2 + sum of the squared global gradient norms so far.
-
-
-def _require_nonnegative(name: str, value: Any) -> None:
-  # Only plain numbers are checked: inside inject_hyperparams they arrive as arrays.
-  if isinstance(value, (int, float)) and not value >= 0:
-    raise ValueError(f"{name}={value} must be >= 0")
 
 
 def scale_by_adagrad_norm(
@@ -99,6 +95,6 @@ def adagrad_norm(
     Ward, Wu & Bottou, *AdaGrad stepsizes: Sharp convergence over nonconvex landscapes*,
     JMLR 2020 (ICML 2019), https://arxiv.org/abs/1806.01811 (Algorithm 1, AdaGrad-Norm)
   """
-  _require_nonnegative("learning_rate", learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
   return optax.chain(scale_by_adagrad_norm(b0, accumulator_dtype=accumulator_dtype),
                      optax.scale_by_learning_rate(learning_rate))

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers._checks import require_beta, require_nonnegative, upcast
+
 
 class ScaleByAdalayerState(NamedTuple):
   """State of ``scale_by_adalayer``."""
@@ -17,32 +19,16 @@ class ScaleByAdalayerState(NamedTuple):
   nu: optax.Updates
 
 
-def _require_nonnegative(name: str, value: Any) -> None:
-  # Only plain numbers are checked: inside inject_hyperparams they arrive as arrays.
-  if isinstance(value, (int, float)) and not value >= 0:
-    raise ValueError(f"{name}={value} must be >= 0")
-
-
-def _require_beta(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and not 0 <= value < 1:
-    raise ValueError(f"{name}={value} must lie in [0, 1)")
-
-
 def _block_shape(shape: tuple[int, ...], per_output: bool) -> tuple[int, ...]:
   if per_output and shape:
     return (1,) * (len(shape) - 1) + (shape[-1],)
   return (1,) * len(shape)
 
 
-def _upcast(x: jax.Array) -> jax.Array:
-  """At least float32, so that bfloat16 moments are updated in float32."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
 def _block_mean_square(g: jax.Array, block_shape: tuple[int, ...]) -> jax.Array:
   """Mean of g^2 over each block; the blocks are the axes where the moment has size 1."""
   axes = tuple(i for i, n in enumerate(block_shape) if n == 1)
-  return jnp.mean(jnp.square(_upcast(g)), axis=axes, keepdims=True)
+  return jnp.mean(jnp.square(upcast(g)), axis=axes, keepdims=True)
 
 
 def scale_by_adalayer(
@@ -80,9 +66,9 @@ def scale_by_adalayer(
   Returns:
     An ``optax.GradientTransformation``.
   """
-  _require_beta("b1", b1)
-  _require_beta("b2", b2)
-  _require_nonnegative("eps", eps)
+  require_beta("b1", b1)
+  require_beta("b2", b2)
+  require_nonnegative("eps", eps)
 
   def init_fn(params):
     if per_output is None:
@@ -103,7 +89,7 @@ def scale_by_adalayer(
     count = optax.safe_increment(state.count)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = jax.tree.map(
-        lambda g, v: b2 * _upcast(v) + (1 - b2) * _block_mean_square(g, v.shape),
+        lambda g, v: b2 * upcast(v) + (1 - b2) * _block_mean_square(g, v.shape),
         updates, state.nu)
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
@@ -162,7 +148,7 @@ def adalayer(
     Zhao, Morwani, Brandfonbrener, Vyas & Kakade, *Deconstructing What Makes a Good
     Optimizer for Language Models*, ICLR 2025, https://arxiv.org/abs/2407.07972
   """
-  _require_nonnegative("learning_rate", learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
   return optax.chain(
       scale_by_adalayer(b1, b2, eps, per_output=per_output, mu_dtype=mu_dtype),
       optax.scale_by_learning_rate(learning_rate))

@@ -8,28 +8,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers._checks import require_beta, require_nonnegative, upcast
+
 
 class ScaleByAdamPState(NamedTuple):
   """State of ``scale_by_adamp``."""
   count: jax.Array  # int32 scalar: number of updates so far.
   mu: optax.Updates  # Adam's first moment.
   nu: optax.Updates  # Adam's second moment.
-
-
-def _require_nonnegative(name: str, value: Any) -> None:
-  # Only plain numbers are checked: inside inject_hyperparams they arrive as arrays.
-  if isinstance(value, (int, float)) and not value >= 0:
-    raise ValueError(f"{name}={value} must be >= 0")
-
-
-def _require_beta(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and not 0 <= value < 1:
-    raise ValueError(f"{name}={value} must lie in [0, 1)")
-
-
-def _upcast(x: jax.Array) -> jax.Array:
-  """At least float32, so that the projection of bfloat16 steps runs in float32."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _project(step, grad, weight, delta, eps):
@@ -98,11 +84,11 @@ def scale_by_adamp(
   Returns:
     An ``optax.GradientTransformation``; its ``update`` needs ``params``.
   """
-  _require_beta("b1", b1)
-  _require_beta("b2", b2)
+  require_beta("b1", b1)
+  require_beta("b2", b2)
   for name, value in (("eps", eps), ("weight_decay", weight_decay), ("delta", delta),
                       ("wd_ratio", wd_ratio)):
-    _require_nonnegative(name, value)
+    require_nonnegative(name, value)
 
   def init_fn(params):
     return ScaleByAdamPState(count=jnp.zeros([], jnp.int32),
@@ -126,7 +112,7 @@ def scale_by_adamp(
                           flags, params)
 
     def leaf_update(m, v, g, w, decays_leaf):
-      step = _upcast(m) / (jnp.sqrt(_upcast(v)) + eps)
+      step = upcast(m) / (jnp.sqrt(upcast(v)) + eps)
       w = w.astype(step.dtype)
       decay = weight_decay if decays_leaf else 0.0
       if w.ndim > 1:
@@ -194,7 +180,7 @@ def adamp(
     Heo, Chun, Oh, Han, Yun, Kim, Uh & Ha, *AdamP: Slowing Down the Slowdown for Momentum
     Optimizers on Scale-invariant Weights*, ICLR 2021, https://arxiv.org/abs/2006.08217
   """
-  _require_nonnegative("learning_rate", learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
   return optax.chain(
       scale_by_adamp(b1, b2, eps, weight_decay, delta=delta, wd_ratio=wd_ratio,
                      nesterov=nesterov, mask=mask, mu_dtype=mu_dtype),

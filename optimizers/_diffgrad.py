@@ -1,10 +1,12 @@
 """diffGrad (Dubey et al. 2019): Adam whose step is damped where the gradient changes little."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from optimizers._checks import require_beta, require_nonnegative
 
 
 class ScaleByDiffGradState(NamedTuple):
@@ -13,17 +15,6 @@ class ScaleByDiffGradState(NamedTuple):
   mu: optax.Updates  # Adam's first moment.
   nu: optax.Updates  # Adam's second moment.
   prev_grad: optax.Updates  # The gradient of the last update; zero before the first.
-
-
-def _require_nonnegative(name: str, value: Any) -> None:
-  # Only plain numbers are checked: inside inject_hyperparams they arrive as arrays.
-  if isinstance(value, (int, float)) and not value >= 0:
-    raise ValueError(f"{name}={value} must be >= 0")
-
-
-def _require_beta(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and not 0 <= value < 1:
-    raise ValueError(f"{name}={value} must lie in [0, 1)")
 
 
 def scale_by_diffgrad(
@@ -53,9 +44,9 @@ def scale_by_diffgrad(
   Returns:
     An ``optax.GradientTransformation``.
   """
-  _require_beta("b1", b1)
-  _require_beta("b2", b2)
-  _require_nonnegative("eps", eps)
+  require_beta("b1", b1)
+  require_beta("b2", b2)
+  require_nonnegative("eps", eps)
 
   def init_fn(params):
     return ScaleByDiffGradState(
@@ -125,6 +116,6 @@ def diffgrad(
     Method for Convolutional Neural Networks*, IEEE TNNLS 2019,
     https://arxiv.org/abs/1909.11015
   """
-  _require_nonnegative("learning_rate", learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
   return optax.chain(scale_by_diffgrad(b1, b2, eps, mu_dtype=mu_dtype),
                      optax.scale_by_learning_rate(learning_rate))

@@ -7,11 +7,13 @@ direction ``r_k g_k`` (they need ``c`` to compute ``r_k``) and the learning rate
 multiplies it last, as in every optax optimizer.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from optimizers._checks import require_beta, require_nonnegative, upcast
 
 
 class ScaleByNgnState(NamedTuple):
@@ -33,22 +35,6 @@ class ScaleByNgnMDState(NamedTuple):
   gamma: jax.Array  # NGN step size of the last update, for logging.
   mu: optax.Updates  # Heavy-ball buffer of the damped, preconditioned gradients.
   nu: optax.Updates  # RMSprop second moment of the gradients.
-
-
-def _require_nonnegative(name: str, value: Any) -> None:
-  # Only plain numbers are checked: inside inject_hyperparams they arrive as arrays.
-  if isinstance(value, (int, float)) and not value >= 0:
-    raise ValueError(f"{name}={value} must be >= 0")
-
-
-def _require_beta(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and not 0 <= value < 1:
-    raise ValueError(f"{name}={value} must lie in [0, 1)")
-
-
-def _upcast(x: jax.Array) -> jax.Array:
-  """At least float32: bfloat16 sums, moments and step sizes are computed in float32."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _step_size_dtype(params: optax.Params) -> jnp.dtype:
@@ -84,7 +70,7 @@ def _ngn_damping(learning_rate: optax.ScalarOrSchedule, count: jax.Array,
 
 
 def _global_sq_norm(tree: optax.Updates) -> jax.Array:
-  return sum((jnp.sum(jnp.square(_upcast(g))) for g in jax.tree.leaves(tree)),
+  return sum((jnp.sum(jnp.square(upcast(g))) for g in jax.tree.leaves(tree)),
              jnp.zeros([], jnp.float32))
 
 
@@ -113,7 +99,7 @@ def scale_by_ngn(
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs ``value=loss``; it
     keeps :math:`\gamma_k` in ``state.gamma``.
   """
-  _require_nonnegative("learning_rate", learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
 
   def init_fn(params):
     return ScaleByNgnState(count=jnp.zeros([], jnp.int32),
@@ -157,8 +143,8 @@ def scale_by_ngn_m(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs ``value=loss``.
   """
-  _require_nonnegative("learning_rate", learning_rate)
-  _require_beta("momentum", momentum)
+  require_nonnegative("learning_rate", learning_rate)
+  require_beta("momentum", momentum)
 
   def init_fn(params):
     return ScaleByNgnMState(count=jnp.zeros([], jnp.int32),
@@ -170,7 +156,7 @@ def scale_by_ngn_m(
     damping, gamma = _ngn_damping(learning_rate, state.count, value, f_min,
                                   _global_sq_norm(updates), "ngn_m")
     mu = jax.tree.map(
-        lambda g, m: momentum * _upcast(m) + (1 - momentum) * damping * _upcast(g),
+        lambda g, m: momentum * upcast(m) + (1 - momentum) * damping * upcast(g),
         updates, state.mu)
     return optax.tree.cast_like(mu, updates), ScaleByNgnMState(
         count=optax.safe_increment(state.count), gamma=gamma.astype(state.gamma.dtype),
@@ -211,10 +197,10 @@ def scale_by_ngn_md(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs ``value=loss``.
   """
-  _require_nonnegative("learning_rate", learning_rate)
-  _require_beta("momentum", momentum)
-  _require_beta("b2", b2)
-  _require_nonnegative("eps", eps)
+  require_nonnegative("learning_rate", learning_rate)
+  require_beta("momentum", momentum)
+  require_beta("b2", b2)
+  require_nonnegative("eps", eps)
 
   def init_fn(params):
     return ScaleByNgnMDState(count=jnp.zeros([], jnp.int32),
@@ -225,18 +211,18 @@ def scale_by_ngn_md(
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del params, extra_args
     count = optax.safe_increment(state.count)
-    nu = jax.tree.map(lambda g, v: b2 * _upcast(v) + (1 - b2) * jnp.square(_upcast(g)),
+    nu = jax.tree.map(lambda g, v: b2 * upcast(v) + (1 - b2) * jnp.square(upcast(g)),
                       updates, state.nu)
     # Sigma_k^{-1} g_k, leaf by leaf.
     precond = jax.tree.map(
-        lambda g, v: _upcast(g) / (jnp.sqrt(v / (1 - b2**count).astype(v.dtype)) + eps),
+        lambda g, v: upcast(g) / (jnp.sqrt(v / (1 - b2**count).astype(v.dtype)) + eps),
         updates, nu)
-    sq_norm = sum((jnp.sum(_upcast(g) * p) for g, p in
+    sq_norm = sum((jnp.sum(upcast(g) * p) for g, p in
                    zip(jax.tree.leaves(updates), jax.tree.leaves(precond), strict=True)),
                   jnp.zeros([], jnp.float32))
     damping, gamma = _ngn_damping(learning_rate, state.count, value, f_min, sq_norm,
                                   "ngn_md")
-    mu = jax.tree.map(lambda p, m: momentum * _upcast(m) + (1 - momentum) * damping * p,
+    mu = jax.tree.map(lambda p, m: momentum * upcast(m) + (1 - momentum) * damping * p,
                       precond, state.mu)
     return optax.tree.cast_like(mu, updates), ScaleByNgnMDState(
         count=count, gamma=gamma.astype(state.gamma.dtype),

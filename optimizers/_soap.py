@@ -10,17 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers._checks import require_beta, require_nonnegative
 from optimizers._shampoo import _gram, _is_number, _precond_axes, _rotate
-
-
-def _check_unit_interval(name, value):
-  if _is_number(value) and not 0.0 <= value < 1.0:
-    raise ValueError(f"{name}={value} must lie in [0, 1)")
-
-
-def _check_nonnegative(name, value):
-  if _is_number(value) and value < 0:
-    raise ValueError(f"{name}={value} must be >= 0")
 
 
 def _eigenbasis(gg: jax.Array) -> jax.Array:
@@ -269,13 +260,13 @@ def soap(
     Vyas et al., `SOAP: Improving and Stabilizing Shampoo using Adam
     <https://arxiv.org/abs/2409.11321>`_, 2024.
   """
-  _check_nonnegative("learning_rate", learning_rate)
-  _check_unit_interval("b1", b1)
-  _check_unit_interval("b2", b2)
+  require_nonnegative("learning_rate", learning_rate)
+  require_beta("b1", b1)
+  require_beta("b2", b2)
   if shampoo_beta is not None:
-    _check_unit_interval("shampoo_beta", shampoo_beta)
-  _check_nonnegative("eps", eps)
-  _check_nonnegative("weight_decay", weight_decay)
+    require_beta("shampoo_beta", shampoo_beta)
+  require_nonnegative("eps", eps)
+  require_nonnegative("weight_decay", weight_decay)
   if isinstance(precondition_frequency, int) and precondition_frequency < 1:
     raise ValueError(f"precondition_frequency={precondition_frequency} must be >= 1")
   if not isinstance(max_precond_dim, int) or max_precond_dim < 1:
