@@ -1,10 +1,12 @@
 """Each modality x architecture pair of the Adam-SGD gap study, on embedded data by default.
 
-    python train.py --config=configs/modalities.py:<modality>,<arch>[,smoke][,sgd] --workdir=DIR
+    python train.py --config=configs/modalities.py:<modality>,<arch>[,<data>][,smoke][,sgd] \
+        --workdir=DIR
 
 e.g. ``:language,gpt``, ``:vision,resnet,smoke``, ``:genomics,cnn,smoke,sgd``,
-``:graphs,gnn``. ``smoke`` is the seconds-long variant; ``sgd`` swaps Adam for SGD with
-momentum 0.9 at the pair's SGD learning rate. Architectural switches are plain overrides
+``:graphs,gnn``, ``:language,gated_conv,zipf``. ``smoke`` is the seconds-long variant; ``sgd``
+swaps Adam for SGD with momentum 0.9 at the pair's SGD learning rate; ``<data>`` picks one of
+the modality's data sets (its ``DATA``; the first, embedded one by default). Architectural switches are plain overrides
 (``--config.model.activation=relu``, ``--config.model.attention=linear``).
 Each modality's settings live in ``configs/_<modality>.py``.
 """
@@ -29,12 +31,20 @@ def get_config(arg: str = ""):
   if arch not in module.ARCHS:
     raise ValueError(f"unknown architecture {arch!r} for {modality}: valid are "
                      f"{', '.join(module.ARCHS)}")
-  if flags - set(_FLAGS):
-    raise ValueError(f"unknown config variant {', '.join(sorted(flags - set(_FLAGS)))}: "
-                     f"valid are {', '.join(_FLAGS)}")
+  datasets = getattr(module, "DATA", ())
+  unknown = flags - set(_FLAGS) - set(datasets)
+  if unknown:
+    raise ValueError(f"unknown config variant {', '.join(sorted(unknown))}: valid are "
+                     f"{', '.join(_FLAGS + datasets)}")
+  chosen = flags & set(datasets)
+  if len(chosen) > 1:
+    raise ValueError(f"choose one data set of {modality}, not {', '.join(sorted(chosen))}")
   c = base_config()
   c.optimizer.name = "adam"
-  module.apply(c, arch, "smoke" in flags)
+  if chosen:
+    module.apply(c, arch, "smoke" in flags, data=chosen.pop())
+  else:
+    module.apply(c, arch, "smoke" in flags)
   # Both methods' hyperparameters sit in the config; each method takes its own.
   c.optimizer.kwargs.momentum = 0.9  # SGD's heavy-ball momentum
   c.optimizer.kwargs.nesterov = False  # SGD: plain heavy ball

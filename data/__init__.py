@@ -7,13 +7,31 @@ A stream position is one integer, so a resumed run sees exactly the batches it w
 """
 
 from data.digits import Digits
+from data.dna import DNAMotifs, TfdsDNA
+from data.graphs import GraphProperties, SBMNodes, TfdsMolPCBA
+from data.linear_regression import LinearRegression
+from data.mnist1d import DigitImages, Mnist1D
 from data.stdlib_text import StdlibBytes
 from data.tfds_source import TfdsImages
+from data.tfds_text import TfdsText
+from data.tfds_vision import TfdsVision
+from data.token_streams import TokenStreams
 
 _SOURCES = {
+    "dna_motifs": DNAMotifs,
+    "tfds_genomics_ood": TfdsDNA,
+    "sbm_nodes": SBMNodes,
+    "graph_properties": GraphProperties,
+    "tfds_ogbg_molpcba": TfdsMolPCBA,
     "stdlib_bytes": StdlibBytes,
     "digits": Digits,
+    "digit_images": DigitImages,
+    "mnist1d": Mnist1D,
+    "tfds_vision": TfdsVision,
     "tfds_images": TfdsImages,
+    "tfds_text": TfdsText,
+    "token_streams": TokenStreams,
+    "linear_regression": LinearRegression,
 }
 
 

@@ -9,14 +9,30 @@ import functools
 
 import jax
 
+from models.dna import DNAConvNet
+from models.gnn import GNN, GraphTransformer
+from models.gated_conv import GatedConvLM
 from models.gpt import GPT
+from models.linear import Linear
 from models.mlp import MLP
+from models.vision import CNN, ResNet, ResNet18, ResNet20, ResNet50, ViT
 
 ROLES = ("embedding", "hidden", "head", "norm", "bias", "conv")
 
 _MODELS = {
+    "dna_cnn": DNAConvNet,
+    "gnn": GNN,
+    "graph_transformer": GraphTransformer,
     "gpt": GPT,
+    "gated_conv": GatedConvLM,
+    "linear": Linear,
     "mlp": MLP,
+    "cnn": CNN,
+    "resnet": ResNet,
+    "resnet18": ResNet18,
+    "resnet20": ResNet20,
+    "resnet50": ResNet50,
+    "vit": ViT,
 }
 
 

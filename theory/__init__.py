@@ -8,6 +8,7 @@ scaling rules, and the optimizer-vs-SDE figure. The discrete side is optax itsel
 
   problem = theory.quadratic(eigenvalues=[1.0, 4.0])
   noise = theory.gaussian_noise(std=[0.5, 0.5])
+  x0 = [2.0, 2.0]
   run = dict(num_steps=500, num_paths=2000, seed=0)
   adam = theory.simulate_optimizer(optax.adam(0.01), problem, noise, x0, learning_rate=0.01,
                                    **run)

@@ -15,10 +15,12 @@ def _check_same_times(reference: Trajectory, model: Trajectory) -> None:
 
 def relative_mean_error(reference: Trajectory, model: Trajectory, *,
                         from_time: float = 0.0) -> float:
-  r"""$\max_t |E f_\text{model}(t) - E f_\text{ref}(t)| / E f_\text{ref}(t)$ over records at $t \ge$ ``from_time``.
+  r"""The largest relative gap between mean losses along the trajectory.
 
-  Means are over paths; use ~1000 paths or more so that Monte-Carlo error stays well below the
-  gap being measured.
+  $\max_t |E f_\text{model}(t) - E f_\text{ref}(t)| / E f_\text{ref}(t)$ over the records at
+  $t \ge$ ``from_time``. Means are over paths: use ~1000 paths or more, so that the
+  Monte-Carlo error stays well below the gap being measured (an optimizer and its SDE run with
+  one seed share their normal draws, which shrinks that error).
   """
   _check_same_times(reference, model)
   keep = reference.times >= from_time
@@ -32,15 +34,17 @@ def plot_loss_comparison(trajectories: Sequence[Trajectory], path, *, title: str
                          band: tuple[float, float] = (0.1, 0.9), log_scale: bool = True):
   """Mean loss over SDE time for each trajectory, with a band between two quantiles; saves a PNG.
 
-  Uses matplotlib's Agg backend (no display). Returns the matplotlib ``Figure``.
+  Drawn with matplotlib's object API on an Agg canvas: no display, and the process's pyplot
+  backend is left alone. Returns the matplotlib ``Figure``.
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
 
   if not trajectories:
     raise ValueError("plot_loss_comparison needs at least one trajectory")
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  fig = Figure(figsize=(6.4, 4.2))
+  FigureCanvasAgg(fig)
+  ax = fig.subplots()
   styles = ["-", "--", ":", "-."]
   for i, trajectory in enumerate(trajectories):
     low, high = trajectory.quantiles(band)
@@ -55,5 +59,4 @@ def plot_loss_comparison(trajectories: Sequence[Trajectory], path, *, title: str
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return fig

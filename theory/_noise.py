@@ -1,9 +1,9 @@
 r"""Gradient-noise models: the optimizer sees $g = \nabla f(x) + Z$, with $Z$ independent of $x$.
 
-Both models draw their randomness from one key per path and step. ``GaussianNoise`` draws
-$\xi \sim \mathcal N(0, I_d)$ with ``jax.random.normal(key, (d,))``, the very draw an SDE
-simulation with the same seed uses for its Brownian increment: an optimizer and its SDE run with
-one seed share their random numbers (common random numbers), which leaves each one's law
+``sample(key, shape)`` returns draws of shape ``shape + (d,)``. ``GaussianNoise`` draws
+$\xi \sim \mathcal N(0, I_d)$ with ``jax.random.normal(key, shape + (d,))``, the very draw an
+SDE simulation with the same key uses for its Brownian increments: an optimizer and its SDE run
+with one seed share their random numbers (common random numbers), which leaves each one's law
 unchanged and shrinks the Monte-Carlo error of their difference.
 """
 
@@ -39,11 +39,12 @@ class GaussianNoise(NamedTuple):
     """Per-coordinate variances, $\\mathrm{diag}(\\Sigma)$."""
     return jnp.diagonal(self.covariance)
 
-  def sample(self, key: jax.Array) -> jax.Array:
-    return self.sqrt_covariance @ jax.random.normal(key, (self.dim,))
+  def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+    """Draws of shape ``shape + (d,)``."""
+    return jax.random.normal(key, (*shape, self.dim)) @ self.sqrt_covariance.T
 
   def expected_sign(self, grad: jax.Array) -> jax.Array:
-    r"""$E[\mathrm{sign}(\nabla f + Z)]_i = \mathrm{erf}\big(\partial_i f / (\sqrt 2\,\sigma_i)\big)$."""
+    r"""$E[\mathrm{sign}(\nabla f + Z)]_i = \mathrm{erf}(\partial_i f / (\sqrt 2\,\sigma_i))$."""
     return erf(grad / jnp.sqrt(2.0 * self.variance()))
 
   def for_batch_size(self, batch_size: float) -> "GaussianNoise":
@@ -77,8 +78,10 @@ class StudentTNoise(NamedTuple):
     factor = self.df / (self.df - 2.0) if self.df > 2.0 else np.inf
     return self.scale**2 * factor
 
-  def sample(self, key: jax.Array) -> jax.Array:
-    return self.scale * jax.random.t(key, self.df, (self.dim,))
+  def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
+    """Draws of shape ``shape + (d,)``."""
+    scale = self.scale.reshape((1,) * len(shape) + (self.dim,))
+    return scale * jax.random.t(key, self.df, (*shape, self.dim))
 
   def expected_sign(self, grad: jax.Array) -> jax.Array:
     r"""$E[\mathrm{sign}(\nabla f + Z)]_i = 2F_\nu(\partial_i f / s_i) - 1$, $F_\nu$ the t CDF.
@@ -91,7 +94,7 @@ class StudentTNoise(NamedTuple):
 
 
 def gaussian_noise(covariance=None, *, std=None) -> GaussianNoise:
-  r"""Gaussian gradient noise from a full ``covariance`` $\Sigma$ (d, d) or a per-coordinate ``std``.
+  r"""Gaussian gradient noise from a ``covariance`` $\Sigma$ (d, d) or a per-coordinate ``std``.
 
   Raises:
     ValueError: neither or both given, a covariance that is not symmetric positive
@@ -109,11 +112,12 @@ def gaussian_noise(covariance=None, *, std=None) -> GaussianNoise:
   sqrt_covariance = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
   if np.all(covariance == np.diag(np.diagonal(covariance))):
     sqrt_covariance = np.diag(np.sqrt(np.diagonal(covariance)))  # exact for the diagonal case
-  return GaussianNoise(jnp.asarray(covariance, jnp.float32), jnp.asarray(sqrt_covariance, jnp.float32))
+  return GaussianNoise(jnp.asarray(covariance, jnp.float32),
+                       jnp.asarray(sqrt_covariance, jnp.float32))
 
 
 def student_t_noise(scale, df: float) -> StudentTNoise:
-  """Student-t gradient noise with per-coordinate ``scale`` > 0 and ``df`` > 0 degrees of freedom."""
+  """Student-t gradient noise: per-coordinate ``scale`` > 0, ``df`` > 0 degrees of freedom."""
   scale = _validation.check_vector("scale", scale)
   if np.any(scale <= 0):
     raise ValueError(f"scale must be > 0 in every coordinate, got min {scale.min()}")

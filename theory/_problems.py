@@ -54,7 +54,7 @@ def quadratic(hessian=None, *, eigenvalues=None, rotation_seed: int | None = Non
   if eigenvalues is not None:
     eigenvalues = _validation.check_vector("eigenvalues", eigenvalues)
     if np.any(eigenvalues < 0):
-      raise ValueError(f"Hessian is not positive semi-definite: eigenvalue {eigenvalues.min()} < 0")
+      raise ValueError(f"hessian is not positive semi-definite: eigenvalue {eigenvalues.min()} < 0")
     hessian = np.diag(eigenvalues)
     if rotation_seed is not None:
       rng = np.random.default_rng(rotation_seed)

@@ -13,6 +13,10 @@ step over many paths. The diffusions are signed so that $\xi$ plays the part of 
 noise's normal draw (the parameters move against it, as in $x - \eta(\nabla f + Z)$): $W$ and
 $-W$ have one law, and the sign makes an optimizer and its SDE run with one seed move together.
 
+Each drift is the optimizer's expected one-step update divided by $\eta$, and each diffusion
+matches the covariance of the update's noise, to first order in $\eta$ (weak order one);
+``tests/test_theory.py`` checks every SDE against the optax optimizer it models.
+
 References:
   Compagnoni, Liu, Islamov, Proske, Orvieto, Lucchi, *Adaptive Methods through the Lens of
   SDEs: Theoretical Insights on the Role of Noise*, ICLR 2025 (arXiv 2411.15958).
@@ -93,7 +97,7 @@ def sgd_sde(problem: Problem, noise: _noise.GaussianNoise, learning_rate: float)
 
 
 def signsgd_sde(problem: Problem, noise, learning_rate: float) -> SDE:
-  r"""SignSGD, $x_{k+1} = x_k - \eta\,\mathrm{sign}(g_k)$ (Compagnoni et al. 2025, Sec. 3.1).
+  r"""SignSGD, $x_{k+1} = x_k - \eta\,\mathrm{sign}(g_k)$ (Compagnoni et al. 2025).
 
   The drift is the expected sign of the noisy gradient and the diffusion its covariance
   (coordinates of the noise are independent, so the signs are too):
@@ -147,7 +151,7 @@ def _preconditioner(v, eps, eps_in_sqrt):
 def _rmsprop(name, problem, noise, learning_rate, decay, eps, initial_scale, eps_in_sqrt,
              weight_decay, gradient_in_second_moment):
   eta = _check(problem, noise, learning_rate)
-  _require_gaussian(name, noise)
+  _require_gaussian("rmsprop_sde" if gradient_in_second_moment else "malladi_rmsprop_sde", noise)
   decay = _validation.check_decay("decay", decay)
   eps = _validation.check_nonnegative("eps", eps)
   initial_scale = _validation.check_nonnegative("initial_scale", initial_scale)
@@ -189,7 +193,7 @@ def _rmsprop(name, problem, noise, learning_rate, decay, eps, initial_scale, eps
 def rmsprop_sde(problem: Problem, noise: _noise.GaussianNoise, learning_rate: float, *,
                 decay: float = 0.9, eps: float = 1e-8, initial_scale: float = 0.0,
                 eps_in_sqrt: bool = True, weight_decay: float = 0.0) -> SDE:
-  r"""RMSprop(W) (Compagnoni et al. 2025, Sec. 3.2), with $\beta = 1 - \eta\rho$:
+  r"""RMSprop(W) (Compagnoni et al. 2025), with $\beta = 1 - \eta\rho$:
 
   .. math::
     dX_t &= -P_t^{-1}\big(\nabla f(X_t)\,dt + \sqrt\eta\,\Sigma^{1/2}\,dW_t\big)
@@ -231,7 +235,7 @@ class AdamState(NamedTuple):
 
 def _adam(name, problem, noise, learning_rate, b1, b2, eps, weight_decay, refined):
   eta = _check(problem, noise, learning_rate)
-  _require_gaussian(name, noise)
+  _require_gaussian("adam_sde" if refined else "malladi_adam_sde", noise)
   b1 = _validation.check_decay("b1", b1)
   b2 = _validation.check_decay("b2", b2)
   eps = _validation.check_nonnegative("eps", eps)
@@ -278,7 +282,7 @@ def _adam(name, problem, noise, learning_rate, b1, b2, eps, weight_decay, refine
 def adam_sde(problem: Problem, noise: _noise.GaussianNoise, learning_rate: float, *,
              b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
              weight_decay: float = 0.0) -> SDE:
-  r"""Adam(W) (Compagnoni et al. 2025, Sec. 3.3), with $\beta_i = 1 - \eta\rho_i$:
+  r"""Adam(W) (Compagnoni et al. 2025), with $\beta_i = 1 - \eta\rho_i$:
 
   .. math::
     dX_t &= -\frac{\sqrt{\gamma_2(t)}}{\gamma_1(t)}\,P_t^{-1}

@@ -1,10 +1,13 @@
 """Many independent paths of an optimizer, or of its SDE, in one jitted program.
 
-Both simulators run ``num_paths`` paths with ``jax.vmap`` and the steps with ``lax.scan``, and
-record the loss at SDE times $t = k\\eta$, $k = 0, r, 2r, \\ldots$ (``record_every`` = r).
-Path ``p`` uses the key ``split(key(seed), num_paths)[p]`` and, at optimizer step ``k``, the key
-``fold_in(path_key, k)``: a run is fixed by its seed, and an optimizer under Gaussian noise and
-its SDE run with one seed see the same normal draws (common random numbers).
+Both simulators scan over steps (``lax.scan``) and apply each step to all ``num_paths`` paths
+with ``jax.vmap``; they record the loss at SDE times $t = k\\eta$, $k = 0, r, 2r, \\ldots$
+(``record_every`` = r). Step ``k`` draws the noise of every path at once, row ``p`` of a
+``(num_paths, d)`` draw from the key ``fold_in(key(seed), k)``: a run is fixed by its seed, path
+``p`` does not depend on how many paths run (JAX's threefry draws are prefix-stable along the
+leading axis; a test checks it), and an optimizer under Gaussian noise and its SDE run with one
+seed see the same normal draws (common random numbers). One draw per step, rather than one
+per path and step, also keeps the compiled program small: compiling dominates small runs.
 """
 
 from typing import NamedTuple
@@ -53,20 +56,21 @@ def _check_run(problem: Problem, x0, num_steps, num_paths, record_every):
 
 
 def _scan_records(one_step, loss, carry0, x_of, num_steps, record_every):
-  """Runs ``one_step(carry, k)`` for k < num_steps; returns the losses at each record."""
+  """Runs ``one_step(carry, k)`` for k < num_steps; returns the (R, P) losses at each record."""
+  batched_loss = jax.vmap(loss)
+
   def one_record(carry, first_step):
     carry, _ = jax.lax.scan(lambda c, k: (one_step(c, k), None), carry,
                             first_step + jnp.arange(record_every))
-    return carry, loss(x_of(carry))
+    return carry, batched_loss(x_of(carry))
   carry, losses = jax.lax.scan(one_record, carry0, jnp.arange(0, num_steps, record_every))
-  return jnp.concatenate([loss(x_of(carry0))[None], losses]), x_of(carry)
+  return jnp.concatenate([batched_loss(x_of(carry0))[None], losses]), x_of(carry)
 
 
-def _run(one_path, seed, num_paths, num_steps, record_every, learning_rate, name):
-  keys = jax.random.split(jax.random.key(int(seed)), num_paths)
-  losses, final = jax.jit(jax.vmap(one_path))(keys)
+def _run(run_paths, seed, x0, num_steps, record_every, learning_rate, name):
+  losses, final = jax.jit(run_paths)(jax.random.key(int(seed)), x0)
   times = learning_rate * np.arange(0, num_steps + 1, record_every)
-  return Trajectory(name, times, np.asarray(losses).T, np.asarray(final))
+  return Trajectory(name, times, np.asarray(losses), np.asarray(final))
 
 
 def simulate_optimizer(optimizer: optax.GradientTransformation, problem: Problem, noise, x0, *,
@@ -94,16 +98,20 @@ def simulate_optimizer(optimizer: optax.GradientTransformation, problem: Problem
   x0, num_steps, num_paths, record_every = _check_run(problem, x0, num_steps, num_paths,
                                                       record_every)
 
-  def one_path(key):
-    def one_step(carry, k):
-      x, opt_state = carry
-      g = problem.grad(x) + noise.sample(jax.random.fold_in(key, k))
-      updates, opt_state = optimizer.update(g, opt_state, x)
-      return optax.apply_updates(x, updates), opt_state
-    return _scan_records(one_step, problem.loss, (x0, optimizer.init(x0)), lambda c: c[0],
-                         num_steps, record_every)
+  def update(x, opt_state, z):
+    updates, opt_state = optimizer.update(problem.grad(x) + z, opt_state, x)
+    return optax.apply_updates(x, updates), opt_state
 
-  return _run(one_path, seed, num_paths, num_steps, record_every, learning_rate, name)
+  def run_paths(root, x0):
+    def one_step(carry, k):
+      z_PxD = noise.sample(jax.random.fold_in(root, k), (num_paths,))
+      return jax.vmap(update)(*carry, z_PxD)
+    x0_PxD = jnp.broadcast_to(x0, (num_paths, problem.dim))
+    carry0 = (x0_PxD, jax.vmap(optimizer.init)(x0_PxD))
+    return _scan_records(one_step, problem.loss, carry0, lambda c: c[0], num_steps,
+                         record_every)
+
+  return _run(run_paths, seed, x0, num_steps, record_every, learning_rate, name)
 
 
 def simulate_sde(sde: SDE, x0, *, num_steps: int, num_paths: int, seed: int,
@@ -111,10 +119,10 @@ def simulate_sde(sde: SDE, x0, *, num_steps: int, num_paths: int, seed: int,
   """Euler–Maruyama paths of ``sde`` over the time of ``num_steps`` optimizer steps.
 
   One optimizer step is ``substeps`` Euler–Maruyama steps of $dt = \\eta/\\text{substeps}$
-  (default one, $dt = \\eta$; more approach the exact SDE). Step ``k`` of path ``p`` draws
-  its Brownian increment over $[k\\eta, (k+1)\\eta]$ from the key an optimizer's step ``k``
-  uses for its noise (``simulate_optimizer``); substeps split that increment into independent
-  pieces that add up to it (a Brownian bridge), so the coupling holds at any ``substeps``.
+  (default one, $dt = \\eta$; more approach the exact SDE). Step ``k`` draws the Brownian
+  increments over $[k\\eta, (k+1)\\eta]$ from the key an optimizer's step ``k`` draws its noise
+  from (``simulate_optimizer``); substeps split each increment into independent pieces that add
+  up to it (a Brownian bridge), so the coupling holds at any ``substeps``.
 
   Returns:
     A ``Trajectory`` with records at $t = k\\eta$, as ``simulate_optimizer``'s.
@@ -127,21 +135,25 @@ def simulate_sde(sde: SDE, x0, *, num_steps: int, num_paths: int, seed: int,
   eta, dim = sde.learning_rate, sde.problem.dim
   dt = jnp.float32(eta / substeps)
 
-  def one_path(key):
+  batched_step = jax.vmap(sde.step, in_axes=(0, None, None, 0))
+
+  def run_paths(root, x0):
     def one_step(state, k):
-      step_key = jax.random.fold_in(key, k)
-      xi = jax.random.normal(step_key, (dim,))
+      step_key = jax.random.fold_in(root, k)
+      xi_PxD = jax.random.normal(step_key, (num_paths, dim))
       if substeps == 1:
-        return sde.step(state, k * dt, dt, xi)
+        return batched_step(state, k * dt, dt, xi_PxD)
       # Substep draws xi_j = (z_j - mean z) + xi / sqrt(n): i.i.d. N(0, I), and their Brownian
       # increments sum to the step's own draw, so the coupling with the optimizer survives.
-      z_SxD = jax.random.normal(jax.random.fold_in(step_key, 1), (substeps, dim))
-      xi_SxD = z_SxD - z_SxD.mean(axis=0, keepdims=True) + xi[None, :] / jnp.sqrt(substeps)
+      z_PxSxD = jax.random.normal(jax.random.fold_in(step_key, 1), (num_paths, substeps, dim))
+      xi_SxPxD = jnp.swapaxes(z_PxSxD - z_PxSxD.mean(axis=1, keepdims=True)
+                              + xi_PxD[:, None, :] / jnp.sqrt(substeps), 0, 1)
       def one_substep(state, j_and_xi):
         j, xi_j = j_and_xi
-        return sde.step(state, (k * substeps + j) * dt, dt, xi_j), None
-      return jax.lax.scan(one_substep, state, (jnp.arange(substeps), xi_SxD))[0]
-    return _scan_records(one_step, sde.problem.loss, sde.init(x0), sde.position,
+        return batched_step(state, (k * substeps + j) * dt, dt, xi_j), None
+      return jax.lax.scan(one_substep, state, (jnp.arange(substeps), xi_SxPxD))[0]
+    state0 = jax.vmap(sde.init)(jnp.broadcast_to(x0, (num_paths, dim)))
+    return _scan_records(one_step, sde.problem.loss, state0, jax.vmap(sde.position),
                          num_steps, record_every)
 
-  return _run(one_path, seed, num_paths, num_steps, record_every, eta, name or sde.name)
+  return _run(run_paths, seed, x0, num_steps, record_every, eta, name or sde.name)

@@ -56,5 +56,6 @@ def check_psd_matrix(name: str, value, dim: int | None = None) -> np.ndarray:
     raise ValueError(f"{name} is not symmetric")
   smallest = float(np.linalg.eigvalsh(matrix).min())
   if smallest < -1e-8 * scale:
-    raise ValueError(f"{name} is not positive semi-definite: smallest eigenvalue {smallest:.3g} < 0")
+    raise ValueError(
+        f"{name} is not positive semi-definite: smallest eigenvalue {smallest:.3g} < 0")
   return matrix

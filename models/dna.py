@@ -1,0 +1,125 @@
+"""A convolutional DNA model over the five symbols A, C, G, T, N.
+
+Two tasks share one body (embedding, residual 1-D convolution blocks, a linear head):
+
+* ``task="classification"``: ``(B, T)`` symbols -> logits ``(B, C)``.
+  Each block is followed by max pooling of size ``pool_size``, so deeper layers see longer
+  stretches; the last activations are pooled over the remaining positions (``pooling``).
+* ``task="next_token"``: causal language modelling, ``(B, T)`` -> logits ``(B, T, V)``.
+  Convolutions are left-padded (position t sees t and earlier only) and dilated by
+  ``2**i`` in block i (WaveNet-style), so the receptive field grows exponentially with depth
+  without pooling, which would mix positions across time.
+
+The kernels are Flax ``nn.Conv`` kernels ``(K, D_in, D_out)``: three axes, so
+``models.param_roles`` gives them the ``conv`` role; the symbol table is ``embedding``, the
+output layer ``head``, the norms ``norm``.
+
+Shape suffixes: B batch, T time, D width, K kernel size, C classes, V vocabulary.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu}
+NORMS = ("layer", "rms", "none")
+TASKS = ("classification", "next_token")
+POOLINGS = ("mean", "max")
+SYMBOLS = "ACGTN"
+
+
+def _norm(kind: str, name: str):
+  if kind == "layer":
+    return nn.LayerNorm(name=name)
+  if kind == "rms":
+    return nn.RMSNorm(name=name)
+  return lambda x: x
+
+
+class DNAConvNet(nn.Module):
+  """Residual 1-D CNN on DNA symbols (0..4 = A, C, G, T, N); see the module docstring."""
+
+  num_classes: int  # classes of task="classification" (next_token predicts vocab_size symbols)
+  task: str = "classification"
+  vocab_size: int = len(SYMBOLS)
+  width: int = 64
+  depth: int = 3
+  kernel_size: int = 9
+  pool_size: int = 2
+  pooling: str = "mean"
+  activation: str = "relu"
+  norm: str = "layer"
+
+  def check(self):
+    if self.task not in TASKS:
+      raise ValueError(f"model.task={self.task!r}: valid are {list(TASKS)}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"model.activation={self.activation!r}: valid are {sorted(ACTIVATIONS)}")
+    if self.norm not in NORMS:
+      raise ValueError(f"model.norm={self.norm!r}: valid are {list(NORMS)}")
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"model.pooling={self.pooling!r}: valid are {list(POOLINGS)}")
+    for field in ("width", "depth", "kernel_size", "pool_size", "vocab_size"):
+      if getattr(self, field) < 1:
+        raise ValueError(f"model.{field}={getattr(self, field)} must be >= 1")
+    if self.task == "classification" and self.num_classes < 2:
+      raise ValueError(f"model.num_classes={self.num_classes} must be >= 2 for classification")
+
+  def min_len(self) -> int:
+    """Shortest sequence the model takes: classification pools ``pool_size`` after each block."""
+    return self.pool_size ** self.depth if self.task == "classification" else 1
+
+  def _check_input(self, tokens):
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"DNAConvNet takes integer symbols of shape (batch, length); got "
+                       f"{tokens.dtype} inputs of shape {tokens.shape}")
+    if tokens.shape[1] < self.min_len():
+      raise ValueError(
+          f"sequence length {tokens.shape[1]} (inputs of shape {tokens.shape}) is shorter than "
+          f"the {self.min_len()} = pool_size**depth = {self.pool_size}**{self.depth} positions "
+          f"that classification pools away; raise data.seq_len or lower model.depth/pool_size")
+
+  @nn.compact
+  def __call__(self, tokens_BxT, *, train: bool = False):
+    del train
+    self._check_input(tokens_BxT)
+    causal = self.task == "next_token"
+    act = ACTIVATIONS[self.activation]
+    emb_VxD = self.param("embedding", nn.initializers.normal(1.0), (self.vocab_size, self.width))
+    x_BxTxD = emb_VxD[tokens_BxT]
+    for i in range(self.depth):
+      dilation = 2**i if causal else 1
+      h_BxTxD = act(_norm(self.norm, f"norm_{i}")(x_BxTxD))
+      if causal:  # left padding only: position t never sees t + 1
+        h_BxTxD = jnp.pad(h_BxTxD, ((0, 0), ((self.kernel_size - 1) * dilation, 0), (0, 0)))
+      conv = nn.Conv(self.width, (self.kernel_size,), kernel_dilation=(dilation,),
+                     padding="VALID" if causal else "SAME", name=f"conv_{i}")
+      x_BxTxD = x_BxTxD + conv(h_BxTxD)
+      if not causal and self.pool_size > 1:
+        x_BxTxD = nn.max_pool(x_BxTxD, (self.pool_size,), strides=(self.pool_size,))
+    x_BxTxD = act(_norm(self.norm, "final_norm")(x_BxTxD))
+    if causal:
+      return nn.Dense(self.vocab_size, name="head")(x_BxTxD)
+    pooled_BxD = x_BxTxD.mean(1) if self.pooling == "mean" else x_BxTxD.max(1)
+    return nn.Dense(self.num_classes, name="head")(pooled_BxD)
+
+  def flops_per_example(self, example) -> float:
+    """Training FLOPs for one sequence: 6 x the multiply-adds of the convolutions and the head.
+
+    Block i convolves ``T_i`` positions (``T / pool_size**i`` for classification) with a
+    ``K x D x D`` kernel; the head is ``D x C`` once (classification) or ``D x V`` per
+    position (next_token).
+    """
+    T, D, K = example.shape[-1], self.width, self.kernel_size
+    if self.task == "next_token":
+      return 6.0 * T * (self.depth * K * D * D + D * self.vocab_size)
+    macs, length = 0, T
+    for _ in range(self.depth):
+      macs += length * K * D * D
+      length = length // self.pool_size if self.pool_size > 1 else length
+    return 6.0 * (macs + D * self.num_classes)
+
+
+DNAConvNetTiny = functools.partial(DNAConvNet, width=16, depth=2, kernel_size=5)

@@ -1,0 +1,390 @@
+"""Vision models: a small CNN, ResNets (CIFAR-style 18 and 20, ImageNet-style 50) and a ViT.
+
+Every model takes channels-last inputs ``(B, *spatial, C)`` with one to three spatial axes:
+``(B, H, W, C)`` images, or ``(B, L, C)`` signals such as MNIST-1D. Convolution and pooling
+windows take the rank of the input, so the same module classifies digits and 1-D signals.
+
+Parameter roles follow ``models.param_roles``: convolution kernels have three or more axes
+(``conv``); every normalisation layer, BatchNorm included, sits in a module whose name contains
+``norm`` (``norm``), so an optimizer can treat its scale and offset apart; the classifier is
+the module ``head``; the ViT's patch projection, position table and class token are
+``embedding``s, its attention and MLP matrices ``hidden``.
+
+BatchNorm uses the batch statistics when ``train=True`` (and updates the running averages in
+the ``batch_stats`` collection, which the train loop keeps as the state's ``model_state``) and
+the running averages when ``train=False``, so an evaluated example does not depend on the
+others in its batch.
+
+Shape suffixes: B batch, S spatial axes (any number), C channels, F features, N tokens,
+D width, H heads, K head size, E classes.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu,
+               "silu": jax.nn.silu}
+CONV_NORMS = ("batch", "layer", "none")
+POOLS = ("max", "avg")
+BLOCKS = ("basic", "bottleneck")
+STEMS = ("cifar", "imagenet")
+VIT_NORMS = ("layer", "rms", "none")
+VIT_POOLINGS = ("cls", "mean")
+
+
+def _check_choice(field: str, value, valid) -> None:
+  if value not in valid:
+    raise ValueError(f"model.{field}={value!r}: valid are {sorted(valid)}")
+
+
+def _check_positive(model, *fields: str) -> None:
+  for field in fields:
+    value = getattr(model, field)
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if not values or any(v < 1 for v in values):
+      raise ValueError(f"model.{field}={value} must be >= 1 (non-empty for a sequence)")
+
+
+def _spatial_rank(model_name: str, x) -> int:
+  """The number of spatial axes of channels-last ``x``; refuses anything else with its shape."""
+  if not 3 <= x.ndim <= 5:
+    raise ValueError(
+        f"{model_name} takes channels-last inputs (batch, *spatial, channels) with 1 to 3 "
+        f"spatial axes; got inputs of shape {tuple(x.shape)} (for 1-D signals set "
+        f"data.channel_axis=True; for flat vectors use the mlp)")
+  return x.ndim - 2
+
+
+def _conv_norm(kind: str, name: str, train: bool, momentum: float, zero_scale: bool = False):
+  """A normalisation over the channels: BatchNorm (running averages at eval) or LayerNorm."""
+  scale_init = nn.initializers.zeros if zero_scale else nn.initializers.ones
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                        scale_init=scale_init, name=name)
+  if kind == "layer":
+    return nn.LayerNorm(scale_init=scale_init, name=name)
+  return lambda x: x
+
+
+def _conv_macs(in_spatial: Sequence[int], kernel: int, strides: int, c_in: int, c_out: int):
+  """Multiply-adds of a SAME-padded convolution and its output spatial size."""
+  out = tuple(-(-s // strides) for s in in_spatial)
+  return math.prod(out) * kernel ** len(in_spatial) * c_in * c_out, out
+
+
+class CNN(nn.Module):
+  """Conv -> norm -> activation -> 2x pooling stages, then dense layers and a linear head.
+
+  ``(B, *S, C)`` -> logits ``(B, E)``. Each stage halves every spatial axis (floor), so the
+  input needs at least ``2 ** len(features)`` positions along each spatial axis.
+  """
+
+  num_classes: int
+  features: Sequence[int] = (32, 64)  # output channels of each conv stage
+  kernel_size: int = 3  # conv window along every spatial axis
+  dense: Sequence[int] = (128,)  # widths of the dense layers before the head
+  activation: str = "relu"
+  norm: str = "batch"  # batch | layer | none, after every conv
+  pool: str = "max"  # max | avg, window and stride 2
+  bn_momentum: float = 0.9  # BatchNorm running-average decay
+
+  def check(self):
+    _check_choice("activation", self.activation, ACTIVATIONS)
+    _check_choice("norm", self.norm, CONV_NORMS)
+    _check_choice("pool", self.pool, POOLS)
+    _check_positive(self, "num_classes", "features", "kernel_size")
+
+  def _check_size(self, x):
+    nd = _spatial_rank("CNN", x)
+    need = 2 ** len(self.features)
+    if min(x.shape[1:1 + nd]) < need:
+      raise ValueError(
+          f"CNN with {len(self.features)} pooling stages needs at least {need} positions along "
+          f"each spatial axis; got inputs of shape {tuple(x.shape)} (spatial "
+          f"{tuple(x.shape[1:1 + nd])}): use fewer model.features or a larger image")
+    return nd
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    nd = self._check_size(x)
+    act = ACTIVATIONS[self.activation]
+    pool = nn.max_pool if self.pool == "max" else nn.avg_pool
+    x_BxSxC = x.astype(jnp.float32)
+    for i, features in enumerate(self.features):
+      # A bias before a normalisation is cancelled by its mean subtraction.
+      x_BxSxC = nn.Conv(features, (self.kernel_size,) * nd, padding="SAME",
+                        use_bias=self.norm == "none", name=f"conv_{i}")(x_BxSxC)
+      x_BxSxC = act(_conv_norm(self.norm, f"norm_{i}", train, self.bn_momentum)(x_BxSxC))
+      x_BxSxC = pool(x_BxSxC, (2,) * nd, strides=(2,) * nd)
+    x_BxF = x_BxSxC.reshape(x_BxSxC.shape[0], -1)
+    for j, width in enumerate(self.dense):
+      x_BxF = act(nn.Dense(width, name=f"dense_{j}")(x_BxF))
+    return nn.Dense(self.num_classes, name="head")(x_BxF)
+
+  def flops_per_example(self, example) -> float:
+    """Training FLOPs for one example: 6 x (multiply-adds of the convolutions and dense layers)."""
+    spatial, c_in = tuple(example.shape[:-1]), example.shape[-1]
+    macs = 0
+    for features in self.features:
+      m, spatial = _conv_macs(spatial, self.kernel_size, 1, c_in, features)
+      macs += m
+      spatial, c_in = tuple(s // 2 for s in spatial), features
+    sizes = [math.prod(spatial) * c_in, *self.dense, self.num_classes]
+    macs += sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return 6.0 * macs
+
+
+class _ResidualBlock(nn.Module):
+  """A basic (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 x4) residual block.
+
+  The stride sits on the 3x3 conv (ResNet v1.5); the shortcut is a strided 1x1 conv and a norm
+  when the shape changes. With ``zero_init_residual`` the last norm's scale starts at zero, so
+  every block starts as the identity (Goyal et al., 2017).
+  """
+
+  filters: int
+  strides: int
+  bottleneck: bool
+  activation: str
+  norm: str
+  bn_momentum: float
+  zero_init_residual: bool
+
+  @nn.compact
+  def __call__(self, x_BxSxC, *, train: bool):
+    nd = x_BxSxC.ndim - 2
+    act = ACTIVATIONS[self.activation]
+    bias = self.norm == "none"
+    norm = functools.partial(_conv_norm, self.norm, train=train, momentum=self.bn_momentum)
+    conv = lambda f, k, s, name: nn.Conv(f, (k,) * nd, strides=(s,) * nd, padding="SAME",
+                                         use_bias=bias, name=name)
+    if self.bottleneck:
+      out = 4 * self.filters
+      y = act(norm("norm_1")(conv(self.filters, 1, 1, "conv_1")(x_BxSxC)))
+      y = act(norm("norm_2")(conv(self.filters, 3, self.strides, "conv_2")(y)))
+      y = norm("norm_3", zero_scale=self.zero_init_residual)(conv(out, 1, 1, "conv_3")(y))
+    else:
+      out = self.filters
+      y = act(norm("norm_1")(conv(self.filters, 3, self.strides, "conv_1")(x_BxSxC)))
+      y = norm("norm_2", zero_scale=self.zero_init_residual)(conv(out, 3, 1, "conv_2")(y))
+    shortcut = x_BxSxC
+    if self.strides != 1 or x_BxSxC.shape[-1] != out:
+      shortcut = norm("shortcut_norm")(conv(out, 1, self.strides, "shortcut_conv")(x_BxSxC))
+    return act(y + shortcut)
+
+
+class ResNet(nn.Module):
+  """Residual network: stem, stages of residual blocks, global average pooling, linear head.
+
+  Stage ``i`` has ``width * 2**i`` filters (x4 outputs for bottleneck blocks) and, after the
+  first stage, starts with a stride-2 block. The ``cifar`` stem is one 3x3 conv (small images
+  keep their resolution); the ``imagenet`` stem is a 7x7 stride-2 conv and a 3x3 stride-2 max
+  pool. ``(B, *S, C)`` -> logits ``(B, E)``.
+  """
+
+  num_classes: int
+  stage_sizes: Sequence[int] = (3, 3, 3)  # residual blocks per stage
+  block: str = "basic"  # basic | bottleneck
+  width: int = 16  # filters of the first stage (doubled at each later stage)
+  stem: str = "cifar"  # cifar | imagenet
+  activation: str = "relu"
+  norm: str = "batch"  # batch | layer | none
+  bn_momentum: float = 0.9  # BatchNorm running-average decay
+  zero_init_residual: bool = True  # each block's last norm scale starts at 0
+
+  def check(self):
+    _check_choice("block", self.block, BLOCKS)
+    _check_choice("stem", self.stem, STEMS)
+    _check_choice("activation", self.activation, ACTIVATIONS)
+    _check_choice("norm", self.norm, CONV_NORMS)
+    _check_positive(self, "num_classes", "stage_sizes", "width")
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    nd = _spatial_rank("ResNet", x)
+    act = ACTIVATIONS[self.activation]
+    x_BxSxC = x.astype(jnp.float32)
+    k, s = (7, 2) if self.stem == "imagenet" else (3, 1)
+    x_BxSxC = nn.Conv(self.width, (k,) * nd, strides=(s,) * nd, padding="SAME",
+                      use_bias=self.norm == "none", name="stem_conv")(x_BxSxC)
+    x_BxSxC = act(_conv_norm(self.norm, "stem_norm", train, self.bn_momentum)(x_BxSxC))
+    if self.stem == "imagenet":
+      x_BxSxC = nn.max_pool(x_BxSxC, (3,) * nd, strides=(2,) * nd, padding="SAME")
+    for i, blocks in enumerate(self.stage_sizes):
+      for j in range(blocks):
+        x_BxSxC = _ResidualBlock(
+            filters=self.width * 2**i, strides=2 if i > 0 and j == 0 else 1,
+            bottleneck=self.block == "bottleneck", activation=self.activation, norm=self.norm,
+            bn_momentum=self.bn_momentum, zero_init_residual=self.zero_init_residual,
+            name=f"stage{i}_block{j}")(x_BxSxC, train=train)
+    x_BxC = x_BxSxC.mean(axis=tuple(range(1, 1 + nd)))
+    return nn.Dense(self.num_classes, name="head")(x_BxC)
+
+  def flops_per_example(self, example) -> float:
+    """Training FLOPs for one example: 6 x (multiply-adds of every conv and the head).
+
+    Norms, activations, pooling and the residual additions (O(activations), not
+    O(activations x channels)) are left out, as usual.
+    """
+    spatial, c_in = tuple(example.shape[:-1]), example.shape[-1]
+    k, s = (7, 2) if self.stem == "imagenet" else (3, 1)
+    macs, spatial = _conv_macs(spatial, k, s, c_in, self.width)
+    c_in = self.width
+    if self.stem == "imagenet":
+      spatial = tuple(-(-d // 2) for d in spatial)
+    for i, blocks in enumerate(self.stage_sizes):
+      filters = self.width * 2**i
+      for j in range(blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        if self.block == "bottleneck":
+          out = 4 * filters
+          m1, _ = _conv_macs(spatial, 1, 1, c_in, filters)
+          m2, new = _conv_macs(spatial, 3, strides, filters, filters)
+          m3, _ = _conv_macs(new, 1, 1, filters, out)
+        else:
+          out = filters
+          m1, new = _conv_macs(spatial, 3, strides, c_in, filters)
+          m2, _ = _conv_macs(new, 3, 1, filters, out)
+          m3 = 0
+        macs += m1 + m2 + m3
+        if strides != 1 or c_in != out:
+          macs += _conv_macs(spatial, 1, strides, c_in, out)[0]
+        spatial, c_in = new, out
+    macs += c_in * self.num_classes
+    return 6.0 * macs
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic", width=64,
+                             stem="cifar")
+"""CIFAR-style ResNet-18: 3x3 stem, 4 stages of 2 basic blocks, 64-512 filters (11M params)."""
+ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), block="basic", width=16,
+                             stem="cifar")
+"""He et al.'s CIFAR ResNet-20: 3 stages of 3 basic blocks, 16-64 filters (0.27M params)."""
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck", width=64,
+                             stem="imagenet")
+"""ImageNet ResNet-50 (v1.5): 7x7 stem, bottleneck stages of 3, 4, 6, 3 blocks (25.6M params)."""
+
+
+def _token_norm(kind: str, name: str):
+  if kind == "layer":
+    return nn.LayerNorm(name=name)
+  if kind == "rms":
+    return nn.RMSNorm(name=name)
+  return lambda x: x
+
+
+class _EncoderBlock(nn.Module):
+  """Pre-norm transformer block (bidirectional attention) on a (B, N, D) token sequence."""
+
+  num_heads: int
+  mlp_ratio: int
+  activation: str
+  norm: str
+
+  @nn.compact
+  def __call__(self, x_BxNxD):
+    B, N, D = x_BxNxD.shape
+    H = self.num_heads
+    K = D // H
+    norm = functools.partial(_token_norm, self.norm)
+    h_BxNxD = norm("attn_norm")(x_BxNxD)
+    qkv_BxNx3D = nn.Dense(3 * D, name="qkv")(h_BxNxD)
+    qkv_3xBxHxNxK = qkv_BxNx3D.reshape(B, N, 3, H, K).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv_3xBxHxNxK[0], qkv_3xBxHxNxK[1], qkv_3xBxHxNxK[2]
+    s_BxHxNxN = (q * (1.0 / math.sqrt(K))) @ jnp.swapaxes(k, -1, -2)
+    o_BxHxNxK = jax.nn.softmax(s_BxHxNxN, axis=-1) @ v
+    o_BxNxD = o_BxHxNxK.transpose(0, 2, 1, 3).reshape(B, N, D)
+    x_BxNxD = x_BxNxD + nn.Dense(D, name="attn_out")(o_BxNxD)
+    h_BxNxD = norm("mlp_norm")(x_BxNxD)
+    h_BxNxF = ACTIVATIONS[self.activation](nn.Dense(self.mlp_ratio * D, name="mlp_in")(h_BxNxD))
+    return x_BxNxD + nn.Dense(D, name="mlp_out")(h_BxNxF)
+
+
+class ViT(nn.Module):
+  """Vision transformer: non-overlapping patches, learned positions, pre-norm blocks, head.
+
+  ``(B, *S, C)`` -> logits ``(B, E)``. Every spatial size must be divisible by
+  ``patch_size``; the position table is sized by the image seen at initialisation. With
+  ``pooling="cls"`` a learned class token is prepended and its final state classifies; with
+  ``"mean"`` the final token states are averaged.
+  """
+
+  num_classes: int
+  patch_size: int = 4  # patch side along every spatial axis
+  width: int = 64  # token width D
+  depth: int = 4  # transformer blocks
+  num_heads: int = 4  # attention heads (head size D / heads)
+  mlp_ratio: int = 4  # MLP hidden width / D
+  activation: str = "gelu"
+  norm: str = "layer"  # layer | rms | none
+  pooling: str = "cls"  # cls | mean
+
+  def check(self):
+    _check_choice("activation", self.activation, ACTIVATIONS)
+    _check_choice("norm", self.norm, VIT_NORMS)
+    _check_choice("pooling", self.pooling, VIT_POOLINGS)
+    _check_positive(self, "num_classes", "patch_size", "width", "depth", "num_heads",
+                    "mlp_ratio")
+    if self.width % self.num_heads:
+      raise ValueError(f"model.width={self.width} is not divisible by "
+                       f"model.num_heads={self.num_heads}")
+
+  def _check_size(self, x) -> int:
+    nd = _spatial_rank("ViT", x)
+    spatial = tuple(x.shape[1:1 + nd])
+    if any(s % self.patch_size for s in spatial):
+      raise ValueError(
+          f"ViT patch_size={self.patch_size} does not divide the spatial size {spatial} of "
+          f"inputs of shape {tuple(x.shape)}: choose a patch size that divides every side "
+          f"or resize the images (data.image_size)")
+    return nd
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    nd = self._check_size(x)
+    B, C, P, D = x.shape[0], x.shape[-1], self.patch_size, self.width
+    grid = tuple(s // P for s in x.shape[1:1 + nd])
+    # (B, g1, P, g2, P, ..., C) -> (B, g1, g2, ..., P, P, ..., C) -> (B, N, P^nd C)
+    split = x.astype(jnp.float32).reshape((B,) + sum(((g, P) for g in grid), ()) + (C,))
+    order = (0, *range(1, 2 * nd, 2), *range(2, 2 * nd + 1, 2), 2 * nd + 1)
+    patches_BxNxF = split.transpose(order).reshape(B, math.prod(grid), P**nd * C)
+    init = nn.initializers.normal(0.02)
+    # The patch projection is the image's input table: it gets the embedding role.
+    kernel_FxD = self.param("patch_embedding", nn.initializers.lecun_normal(),
+                            (P**nd * C, D))
+    x_BxNxD = patches_BxNxF @ kernel_FxD + self.param("patch_bias", nn.initializers.zeros,
+                                                      (D,))[None, None]
+    if self.pooling == "cls":
+      cls_1x1xD = self.param("cls_embedding", nn.initializers.zeros, (1, 1, D))
+      x_BxNxD = jnp.concatenate([jnp.broadcast_to(cls_1x1xD, (B, 1, D)), x_BxNxD], axis=1)
+    pos_NxD = self.param("pos_embedding", init, x_BxNxD.shape[1:])
+    x_BxNxD = x_BxNxD + pos_NxD[None]
+    for i in range(self.depth):
+      x_BxNxD = _EncoderBlock(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                              activation=self.activation, norm=self.norm,
+                              name=f"block_{i}")(x_BxNxD)
+    x_BxNxD = _token_norm(self.norm, "final_norm")(x_BxNxD)
+    x_BxD = x_BxNxD[:, 0] if self.pooling == "cls" else x_BxNxD.mean(axis=1)
+    # A zero head starts every class at equal odds (big_vision's head_zeroinit).
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x_BxD)
+
+  def flops_per_example(self, example) -> float:
+    """Training FLOPs: 6 x (patch projection + per-token block matmuls + attention + head).
+
+    Attention counts the full N x N score matrix and its product with the values
+    (2 N^2 D multiply-adds per block), as the PaLM convention does.
+    """
+    spatial, c = tuple(example.shape[:-1]), example.shape[-1]
+    nd, P, D = len(spatial), self.patch_size, self.width
+    patches = math.prod(s // P for s in spatial)
+    tokens = patches + (self.pooling == "cls")
+    per_token = self.depth * (4 * D * D + 2 * self.mlp_ratio * D * D)
+    macs = (patches * P**nd * c * D + tokens * per_token
+            + self.depth * 2 * tokens * tokens * D + D * self.num_classes)
+    return 6.0 * macs
