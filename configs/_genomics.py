@@ -60,7 +60,7 @@ def apply(c, arch: str, smoke: bool, data: str = "motifs") -> None:
   num_classes = _data(c, data, task, seq_len, smoke)
 
   if arch == "gpt":
-    c.model.name = "gpt"
+    c.model.name = "gpt"  # models/gpt.py: decoder-only Transformer
     c.model.vocab_size = 5  # A, C, G, T, N
     c.model.max_len = seq_len  # longest sequence the position table covers
     c.model.width = 32 if smoke else 64  # residual stream width D
@@ -72,9 +72,9 @@ def apply(c, arch: str, smoke: bool, data: str = "motifs") -> None:
     c.model.norm = "layer"  # layer | rms | none
     c.model.tie_embeddings = False  # share the input embedding with the output head
     c.model.use_bias = False  # biases in the dense layers
-    c.model.attn_chunks = 1 if seq_len % 4 else 4  # causal query chunks (masked blocks skipped)
+    c.model.attn_chunks = 1 if smoke or seq_len % 4 else 4  # causal query chunks (1: quick compile)
   else:
-    c.model.name = "dna_cnn"
+    c.model.name = "dna_cnn"  # models/dna.py: residual 1-D CNN
     c.model.task = task  # classification | next_token (causal, dilated convolutions)
     c.model.num_classes = num_classes  # must match the data's classes
     c.model.vocab_size = 5  # A, C, G, T, N
@@ -100,5 +100,5 @@ def apply(c, arch: str, smoke: bool, data: str = "motifs") -> None:
   c.train.global_batch = 16 if smoke else 64  # sequences per update
   c.train.eval_batch = 32 if smoke else 128  # sequences per evaluation batch
   c.train.log_every = 1 if smoke else 20  # steps between metric lines
-  c.train.eval_every = 10 if smoke else 100  # steps between evaluations (and at the end)
-  c.train.checkpoint_every = 10 if smoke else 200  # steps between checkpoints
+  c.train.eval_every = 20 if smoke else 100  # steps between evaluations (and at the end)
+  c.train.checkpoint_every = 20 if smoke else 200  # steps between checkpoints (and at the end)

@@ -25,8 +25,8 @@ SGD_LEARNING_RATE = {"gnn": 0.1, "transformer": 0.05}
 def _data(c, data: str, smoke: bool) -> None:
   if data == "sbm":
     c.data.name = "sbm_nodes"  # node classification on stochastic-block-model graphs
-    c.data.max_nodes = 32  # every graph is padded to this many nodes
-    c.data.min_nodes = 16  # graph sizes are uniform in [min_nodes, max_nodes]
+    c.data.max_nodes = 16 if smoke else 32  # every graph is padded to this many nodes
+    c.data.min_nodes = 8 if smoke else 16  # graph sizes are uniform in [min_nodes, max_nodes]
     c.data.num_communities = 4  # communities = classes
     c.data.p_in = 0.7  # edge probability inside a community
     c.data.p_out = 0.02  # edge probability across communities
@@ -61,14 +61,14 @@ def apply(c, arch: str, smoke: bool, data: str = "sbm") -> None:
     raise ValueError(f"unknown graphs data {data!r}: valid are {', '.join(DATA)}")
   _data(c, data, smoke)
 
-  c.model.name = "gnn" if arch == "gnn" else "graph_transformer"
+  c.model.name = "gnn" if arch == "gnn" else "graph_transformer"  # models/gnn.py
   if arch == "gnn":
     c.model.conv = "gcn"  # gcn (normalised adjacency) | gat (graph attention)
   else:
     c.model.adjacency = "bias"  # bias (learned edge bonus, all nodes) | mask (neighbours only)
     c.model.mlp_ratio = 2  # MLP hidden width / D
   c.model.width = 16 if smoke else 64  # node state width D
-  c.model.depth = 2 if smoke else 3  # message-passing layers / transformer blocks
+  c.model.depth = 1 if smoke else 3  # message-passing layers / transformer blocks
   c.model.num_heads = 2 if smoke else 4  # attention heads (gat and transformer)
   c.model.activation = "relu"  # relu | gelu
   c.model.norm = "layer"  # layer | rms | none
@@ -104,5 +104,5 @@ def apply(c, arch: str, smoke: bool, data: str = "sbm") -> None:
   c.train.global_batch = 16 if smoke else 32  # graphs per update
   c.train.eval_batch = 32 if smoke else 64  # graphs per evaluation batch
   c.train.log_every = 1 if smoke else 20  # steps between metric lines
-  c.train.eval_every = 10 if smoke else 100  # steps between evaluations (and at the end)
-  c.train.checkpoint_every = 10 if smoke else 200  # steps between checkpoints
+  c.train.eval_every = 20 if smoke else 100  # steps between evaluations (and at the end)
+  c.train.checkpoint_every = 20 if smoke else 200  # steps between checkpoints (and at the end)

@@ -7,9 +7,10 @@ find is known exactly; ``TfdsDNA`` reads TFDS ``genomics_ood`` (bacterial genome
 base).
 """
 
+import grain
 import numpy as np
 
-from data.tfds_source import _open
+from data.tfds_source import open_split
 
 SYMBOLS = "ACGTN"
 N_SYMBOL = 4
@@ -135,15 +136,14 @@ class TfdsDNA:
                task: str = "classification", seq_len: int = 250, num_classes: int = 10,
                train_split: str = "train", eval_split: str = "validation",
                eval_examples: int = 1024):
-    import grain
     _check_task(task)
     if dataset == "genomics_ood":
       # The builder lives in TFDS's legacy ``structured`` package, which TFDS imports lazily:
       # without this import ``tfds.data_source`` does not know the name.
       import tensorflow_datasets.structured.genomics_ood  # noqa: F401
     self.task, self.seq_len, self.num_classes = task, seq_len, num_classes
-    train = _open(dataset, train_split, data_dir)
-    self._eval_source = _open(dataset, eval_split, data_dir)
+    train = open_split(dataset, train_split, data_dir)
+    self._eval_source = open_split(dataset, eval_split, data_dir)
     self._train = grain.MapDataset.source(train).shuffle(seed=seed).repeat().map(self._prepare)
     self.eval_examples = min(eval_examples, len(self._eval_source))
     self.info = {"dataset": f"tfds:{dataset}", "task": task, "seq_len": seq_len,

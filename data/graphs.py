@@ -7,6 +7,7 @@ symmetric, no self-loops, "node_mask": (N,) float32 1 = real node}``, with N the
 which the models in ``models.gnn`` ignore.
 """
 
+import grain
 import numpy as np
 
 from data.tfds_source import _open
@@ -194,7 +195,6 @@ class TfdsMolPCBA:
   def __init__(self, *, seed: int, data_dir: str, dataset: str = "ogbg_molpcba",
                max_nodes: int = 64, tasks: tuple[int, ...] = (), train_split: str = "train",
                eval_split: str = "validation", eval_examples: int = 1024):
-    import grain
     tasks = tuple(int(t) for t in tasks) or tuple(range(OGB_NUM_TASKS))
     bad = [t for t in tasks if not 0 <= t < OGB_NUM_TASKS]
     if bad:

@@ -6,7 +6,8 @@ import grain
 import numpy as np
 
 
-def _open(name: str, split: str, data_dir: str):
+def open_split(name: str, split: str, data_dir: str):
+  """``tfds.data_source`` for one split, with a one-line error naming the fix if missing."""
   import tensorflow_datasets as tfds
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
@@ -35,8 +36,8 @@ class TfdsImages:
   def __init__(self, *, dataset: str, data_dir: str, seed: int, train_split: str = "train",
                eval_split: str = "test", eval_examples: int = 1024,
                mean: float = 0.5, std: float = 0.5):
-    train = _open(dataset, train_split, data_dir)
-    self._eval_source = _open(dataset, eval_split, data_dir)
+    train = open_split(dataset, train_split, data_dir)
+    self._eval_source = open_split(dataset, eval_split, data_dir)
     self._train = grain.MapDataset.source(train).shuffle(seed=seed).repeat().map(self._prepare)
     self.mean, self.std = mean, std
     self.eval_examples = min(eval_examples, len(self._eval_source))

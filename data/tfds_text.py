@@ -29,7 +29,7 @@ import importlib
 import grain
 import numpy as np
 
-from data.tfds_source import _open
+from data.tfds_source import open_split
 
 EOS = 0  # byte that ends every document
 # Builders that TFDS registers only once their module is imported (legacy ``tfds.text`` ones).
@@ -89,8 +89,8 @@ class TfdsText:
                        f"{examples_per_chunk} and eval_examples={eval_examples} must be >= 1")
     if dataset in _BUILDER_MODULES:
       importlib.import_module(_BUILDER_MODULES[dataset])
-    train = _open(dataset, train_split, data_dir)
-    eval_source = _open(dataset, eval_split, data_dir)
+    train = open_split(dataset, train_split, data_dir)
+    eval_source = open_split(dataset, eval_split, data_dir)
     self._feature = _text_feature(train, dataset, text_feature)
     self._docs = grain.MapDataset.source(train).shuffle(seed=seed).repeat()
     self.seq_len, self.seed = seq_len, seed

@@ -25,7 +25,7 @@ import math
 import grain
 import numpy as np
 
-from data.tfds_source import _open
+from data.tfds_source import open_split
 
 AUGMENTS = ("none", "crop_flip", "inception")
 
@@ -70,8 +70,8 @@ class TfdsVision:
     if image_size < 0 or crop_padding < 0:
       raise ValueError(f"data.image_size={image_size} and data.crop_padding={crop_padding} "
                        f"must be >= 0")
-    train = _open(dataset, train_split, data_dir)
-    self._eval_source = _open(dataset, eval_split, data_dir)
+    train = open_split(dataset, train_split, data_dir)
+    self._eval_source = open_split(dataset, eval_split, data_dir)
     features = train.dataset_info.features
     native = tuple(features["image"].shape)
     channels = native[-1]

@@ -121,5 +121,3 @@ class DNAConvNet(nn.Module):
       length = length // self.pool_size if self.pool_size > 1 else length
     return 6.0 * (macs + D * self.num_classes)
 
-
-DNAConvNetTiny = functools.partial(DNAConvNet, width=16, depth=2, kernel_size=5)

@@ -128,10 +128,13 @@ class _GraphModel(nn.Module):
     for field in ("num_outputs", "width", "depth", "num_heads"):
       if getattr(self, field) < 1:
         raise ValueError(f"model.{field}={getattr(self, field)} must be >= 1")
-    if self.width % self.num_heads:
+    if self._uses_heads() and self.width % self.num_heads:
       raise ValueError(f"model.width={self.width} is not divisible by num_heads={self.num_heads}")
     if self.num_tasks and self.output != "graph":
       raise ValueError(f"model.num_tasks={self.num_tasks} needs output='graph'")
+
+  def _uses_heads(self) -> bool:
+    return True
 
   def _outputs(self, x_BxNxD, mask_BxN):
     x_BxNxD = ACTIVATIONS[self.activation](_norm(self.norm, "final_norm")(x_BxNxD))
@@ -159,9 +162,12 @@ class GNN(_GraphModel):
   conv: str = "gcn"
 
   def check(self):
-    super().check()
     if self.conv not in CONVS:
       raise ValueError(f"model.conv={self.conv!r}: valid are {list(CONVS)}")
+    super().check()
+
+  def _uses_heads(self) -> bool:
+    return self.conv == "gat"
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False):
@@ -266,5 +272,3 @@ class GraphTransformer(_GraphModel):
     block = 4 * N * D * D + 2 * N * N * D + 2 * N * D * M
     return 6.0 * (N * F * D + self.depth * block + self._head_macs(N))
 
-
-GNNTiny = functools.partial(GNN, width=16, depth=2, num_heads=2)

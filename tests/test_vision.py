@@ -22,13 +22,12 @@ from data.tfds_vision import CHANNEL_STATS
 from training import TrainState
 
 
-def _config(arch: str, *, smoke: bool = True, sgd: bool = False, tfds_dataset: str = "",
-            image_size: int = 0, **overrides):
-  """What ``configs/modalities.py:vision,<arch>[,smoke][,sgd]`` builds, optionally on TFDS."""
-  c = modalities.get_config(f"vision,{arch}{',smoke' if smoke else ''}{',sgd' if sgd else ''}")
+def _config(arch: str, *, smoke: bool = True, sgd: bool = False, data_choice: str = "",
+            **overrides):
+  """What ``configs/modalities.py:vision,<arch>[,<data>][,smoke][,sgd]`` builds."""
+  flags = [f for f, on in ((data_choice, data_choice), ("smoke", smoke), ("sgd", sgd)) if on]
+  c = modalities.get_config(",".join(["vision", arch, *flags]))
   with c.unlocked():
-    if tfds_dataset:
-      _vision.use_tfds(c, tfds_dataset, image_size=image_size)
     for key, value in overrides.items():
       section, field = key.split("__")
       c[section][field] = value
@@ -366,16 +365,36 @@ def test_imagenet_images_of_any_size_become_fixed_size_crops():
       _tfds_source("cifar10", mean=(0.5, 0.5))
 
 
-@pytest.mark.parametrize("dataset", [  # about 20 s each here: one stays in the fast tier
-    pytest.param("mnist", marks=pytest.mark.slow),
-    pytest.param("fashion_mnist", marks=pytest.mark.slow),
-    pytest.param("cifar10", marks=pytest.mark.slow),
-    pytest.param("cifar100", marks=pytest.mark.slow),
-    "imagenet2012"])
+@pytest.mark.parametrize("smoke", [True, False], ids=["smoke", "full"])
+def test_every_architecture_takes_every_data_set(smoke):
+  """Each arch x data config builds, and its model takes the data's inputs (shapes only)."""
+  with tfds.testing.mock_data(num_examples=8):
+    for data_choice in _vision.DATA:
+      sources = {}
+      for arch in _vision.ARCHS:
+        config = _config(arch, smoke=smoke, data_choice=data_choice)
+        key = config.data.to_json()
+        if key not in sources:
+          sources[key] = data.build(config.data, seed=0)
+        source = sources[key]
+        example = source.examples(0, 1)["inputs"]
+        model = models.build(config.model)
+        logits = jax.eval_shape(functools.partial(model.init_with_output, train=False),
+                                jax.random.PRNGKey(0), example)[0]
+        assert logits.shape == (1, source.info["num_classes"]), (arch, data_choice)
+        assert model.flops_per_example(example[0]) > 0
+        if arch != "mlp":
+          assert example.ndim == (3 if data_choice == "mnist1d" else 4), (arch, data_choice)
+  assert _config("resnet", smoke=False, data_choice="imagenet2012").model.block == "bottleneck"
+
+
+@pytest.mark.slow  # about 20 s each on this loaded 2-core machine (compilation for 8 devices)
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10", "cifar100",
+                                     "imagenet2012"])
 def test_tfds_vision_trains_two_steps_under_mock_data(tmp_path, dataset):
-  config = _config("cnn", tfds_dataset=dataset, image_size=32 if dataset == "imagenet2012" else 0,
-                   train__steps=2, train__eval_every=2, train__checkpoint_every=1000,
-                   data__eval_examples=64)
+  config = _config("cnn", data_choice=dataset, train__steps=2, train__eval_every=2,
+                   train__checkpoint_every=1000, data__eval_examples=64)
+  assert config.data.image_size == (32 if dataset == "imagenet2012" else 0)  # native otherwise
   with tfds.testing.mock_data(num_examples=64):
     summary = training.run(config, str(tmp_path))
   side, channels = (28, 1) if "mnist" in dataset else (32, 3)
@@ -404,8 +423,7 @@ def test_smoke_config_trains_with_adam_and_sgd(tmp_path, arch, sgd):
   assert summary["flops_per_example"] == models.build(config.model).flops_per_example(example)
 
 
-@pytest.mark.slow
-def test_cnn_reaches_95_percent_on_the_digits_test_split(tmp_path):
+def test_cnn_reaches_95_percent_on_the_digits_test_split(tmp_path):  # 15-25 s here
   config = _config("cnn", smoke=False)
   assert config.data.name == "digit_images" and config.train.steps <= 500
   summary = training.run(config, str(tmp_path))
