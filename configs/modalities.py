@@ -6,8 +6,8 @@
 e.g. ``:language,gpt``, ``:vision,resnet,smoke``, ``:genomics,cnn,smoke,sgd``,
 ``:graphs,gnn``, ``:language,gated_conv,zipf``. ``smoke`` is the seconds-long variant; ``sgd``
 swaps Adam for SGD with momentum 0.9 at the pair's SGD learning rate; ``<data>`` picks one of
-the modality's data sets (its ``DATA``; by default an embedded one). Architectural switches are plain overrides
-(``--config.model.activation=relu``, ``--config.model.attention=linear``).
+the modality's data sets (its ``DATA``; by default an embedded one). Architectural switches
+are plain overrides (``--config.model.activation=relu``, ``--config.model.attention=linear``).
 Each modality's settings live in ``configs/_<modality>.py``.
 """
 

@@ -11,7 +11,7 @@ def open_split(name: str, split: str, data_dir: str):
   import tensorflow_datasets as tfds
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-  except (tfds.core.registered.DatasetNotFoundError, ) as e:
+  except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}") from None
   except (FileNotFoundError, NotImplementedError, AssertionError) as e:
     folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name)

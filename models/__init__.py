@@ -10,8 +10,8 @@ import functools
 import jax
 
 from models.dna import DNAConvNet
-from models.gnn import GNN, GraphTransformer
 from models.gated_conv import GatedConvLM
+from models.gnn import GNN, GraphTransformer
 from models.gpt import GPT
 from models.linear import Linear
 from models.mlp import MLP

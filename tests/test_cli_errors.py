@@ -17,7 +17,8 @@ def _fails_cleanly(proc, *fragments):
 
 
 @pytest.mark.parametrize("overrides,devices,fragments", [
-    (("--config.train.step=5",), 1, ("unknown config key 'train.step'", "did you mean train.steps")),
+    (("--config.train.step=5",), 1,
+     ("unknown config key 'train.step'", "did you mean train.steps")),
     (("--config.optimiser.name=sgd",), 1, ("'optimiser.name'", "did you mean optimizer.name")),
     (("--config.train.steps=abc",), 1, ("abc",)),
     (("--config.optimizer.name=adamm",), 1, ("unknown optimizer 'adamm'", "adamw", "sgd")),

@@ -144,7 +144,7 @@ def test_compiles_once_and_keeps_state_shapes(name):
   state = tx.init(params)
   shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), state)
   for i in range(3):
-    grads = jax.tree.map(lambda x: x * (i + 1.0), jax.grad(quadratic)(params))
+    grads = jax.tree.map(lambda x, i=i: x * (i + 1.0), jax.grad(quadratic)(params))
     updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
   assert update._cache_size() == 1
@@ -172,9 +172,9 @@ def test_vmap_over_stacked_states_matches_separate_runs(name):
 
   batched = jax.jit(jax.vmap(one_step))(stacked)
   for i in range(3):
-    single = jax.jit(one_step)(jax.tree.map(lambda x: x[i], stacked))
+    single = jax.jit(one_step)(jax.tree.map(lambda x, i=i: x[i], stacked))
     # batched matmuls and eigendecompositions round differently: compare at the leaf's scale
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+    jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(
         a[i], b, rtol=2e-4, atol=1e-6 + 1e-4 * float(jnp.abs(b).max())), batched, single)
 
 

@@ -68,7 +68,8 @@ def test_step_matches_a_hand_written_sgd_update():
   np.testing.assert_allclose(metrics["lr"], 0.1)
   g_all = np.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
   np.testing.assert_allclose(metrics["grad_norm"], g_all, rtol=1e-5)
-  g_bias = np.sqrt(float(jnp.sum(grads["dense_0"]["bias"] ** 2) + jnp.sum(grads["head"]["bias"] ** 2)))
+  g_bias = np.sqrt(float(jnp.sum(grads["dense_0"]["bias"] ** 2)
+                         + jnp.sum(grads["head"]["bias"] ** 2)))
   np.testing.assert_allclose(metrics["grad_norm/bias"], g_bias, rtol=1e-5)
   assert int(new_state.step) == 1 and int(state.step) == 0  # pure: the input is untouched
 

@@ -173,7 +173,7 @@ def _eval_batches(eval_set: dict, eval_batch: int, sharding):
     rows = np.arange(begin + offset, begin + offset + local)
     real = (rows < n).astype(np.float32)
     rows = np.minimum(rows, n - 1)
-    batch = jax.tree.map(lambda v: v[rows], eval_set)
+    batch = jax.tree.map(lambda v, rows=rows: v[rows], eval_set)
     weights = batch.get("weights")
     batch["weights"] = real if weights is None else (
         weights * real.reshape((-1,) + (1,) * (weights.ndim - 1)))
