@@ -31,7 +31,7 @@ def _data(c, data: str, smoke: bool) -> None:
     c.data.p_in = 0.7  # edge probability inside a community
     c.data.p_out = 0.02  # edge probability across communities
     c.data.num_features = 8  # node feature dimension
-    c.data.feature_signal = 0.25  # features = signal * class mean + N(0, I): weakly informative
+    c.data.feature_signal = 0.6 if smoke else 0.25  # x = signal * class mean + N(0, I): weak
     c.data.task_seed = 0  # draws the class means: part of the task, not of the run seed
     c.data.eval_examples = 32 if smoke else 256  # evaluation graphs (fixed, seed-free)
   elif data in ("triangles", "mean_degree"):

@@ -10,7 +10,7 @@ which the models in ``models.gnn`` ignore.
 import grain
 import numpy as np
 
-from data.tfds_source import _open
+from data.tfds_source import open_split
 
 # OGB's atom features are nine category indices (ogb.utils.features.get_atom_feature_dims):
 # atomic number, chirality, degree, formal charge, H count, radical electrons, hybridisation,
@@ -118,11 +118,15 @@ class GraphProperties:
   """Graph regression of a structural property of Erdos-Renyi graphs, reported as MAE.
 
   Graph ``i`` has n ~ U{min_nodes..max_nodes} nodes and edge probability
-  p ~ U[min_edge_prob, max_edge_prob]; every node's one feature is 1, so only the structure
-  tells graphs apart. The target (shape ``(1,)``, float32) is ``target``:
+  p ~ U[min_edge_prob, max_edge_prob]. A node's two features are 1 and its degree / (max_nodes
+  - 1): with identical features alone, normalised aggregation (GCN, attention) could not tell
+  one graph from another, as every node would stay identical. The target (shape ``(1,)``,
+  float32) is ``target``:
 
-  * ``"triangles"``: the number of triangles, trace(A^3) / 6;
-  * ``"mean_degree"``: the mean number of neighbours of a node.
+  * ``"triangles"``: the number of triangles, trace(A^3) / 6, which needs message passing
+    (the degrees bound it but do not fix it);
+  * ``"mean_degree"``: the mean number of neighbours of a node, a mean readout of a feature:
+    the sanity-check target every model should fit.
 
   Seeds as in ``SBMNodes``.
   """
@@ -159,7 +163,9 @@ class GraphProperties:
       value = np.trace(adjacency @ adjacency @ adjacency) / 6.0
     else:
       value = adjacency.sum() / n
-    return {"inputs": _pad(np.ones((n, 1), np.float32), adjacency, self.max_nodes),
+    degree = adjacency.sum(1) / max(self.max_nodes - 1, 1)
+    nodes = np.stack([np.ones(n), degree], 1).astype(np.float32)
+    return {"inputs": _pad(nodes, adjacency, self.max_nodes),
             "targets": np.array([value], np.float32)}
 
   def examples(self, start: int, count: int) -> dict:
@@ -202,8 +208,8 @@ class TfdsMolPCBA:
     self.max_nodes, self.tasks = max_nodes, np.array(tasks)
     self._offsets = np.cumsum((0,) + OGB_ATOM_FEATURE_DIMS[:-1])
     self._max_index = np.array(OGB_ATOM_FEATURE_DIMS) - 1
-    train = _open(dataset, train_split, data_dir)
-    self._eval_source = _open(dataset, eval_split, data_dir)
+    train = open_split(dataset, train_split, data_dir)
+    self._eval_source = open_split(dataset, eval_split, data_dir)
     self._train = grain.MapDataset.source(train).shuffle(seed=seed).repeat().map(self._prepare)
     self.eval_examples = min(eval_examples, len(self._eval_source))
     self.info = {"dataset": f"tfds:{dataset}", "max_nodes": max_nodes, "num_tasks": len(tasks),
