@@ -1,15 +1,15 @@
 """Genomics for the Adam-SGD gap study: DNA (A, C, G, T, N) with a Transformer or a CNN.
 
-Used through ``configs/modalities.py:genomics,<arch>[,smoke][,sgd]``.
+Used through ``configs/modalities.py:genomics,<arch>[,<data>][,smoke][,sgd]``.
 
 * ``gpt``: the decoder-only Transformer of ``models/gpt.py`` with a 5-symbol vocabulary,
   next-base prediction; planted motifs make parts of each sequence predictable.
 * ``cnn``: the residual 1-D CNN of ``models/dna.py`` classifying which of 4 planted motifs
   (or none) a sequence holds: chance is 1/5.
 
-The data default to generated sequences (offline everywhere); ``apply(..., data=
-"genomics_ood")`` reads TFDS ``genomics_ood`` instead (250-base bacterial fragments, 10
-in-distribution classes; set ``--config.data.data_dir``) with the same task. Architectural
+The data default to generated sequences (``motifs``, offline everywhere); ``genomics_ood``
+reads TFDS ``genomics_ood`` instead (250-base bacterial fragments, 10 in-distribution classes;
+set ``--config.data.data_dir``) with the same task. Architectural
 switches are one override each: ``--config.model.activation=relu``, ``--config.model.norm=rms``,
 ``--config.model.attention=linear`` (gpt), ``--config.model.pooling=mean`` (cnn).
 """

@@ -1,14 +1,14 @@
 """Graphs for the Adam-SGD gap study: a message-passing GNN or a graph transformer.
 
-Used through ``configs/modalities.py:graphs,<arch>[,smoke][,sgd]``.
+Used through ``configs/modalities.py:graphs,<arch>[,<data>][,smoke][,sgd]``.
 
 * ``gnn``: GCN layers (``--config.model.conv=gat`` for graph attention), ``models/gnn.py``.
 * ``transformer``: attention over the nodes of each graph, the adjacency as a learned bias
   (``--config.model.adjacency=mask`` to attend to neighbours only).
 
-The default task is node classification on stochastic-block-model graphs (the community is
-the label; features alone are weakly informative, so structure must be used; chance 1/4).
-``apply(..., data=...)`` picks one of ``DATA`` instead: ``triangles`` / ``mean_degree``
+The default task (``sbm``) is node classification on stochastic-block-model graphs (the
+community is the label; features alone are weakly informative, so structure must be used;
+chance 1/4). ``<data>`` picks one of ``DATA`` instead: ``triangles`` / ``mean_degree``
 (graph regression of a structural property of random graphs, trained and reported as MAE) or
 ``molpcba`` (TFDS ``ogbg_molpcba``: 128 binary assays as a multi-label cross-entropy with
 missing labels weighted 0; set ``--config.data.data_dir``). Architectural switches are one
@@ -88,7 +88,7 @@ def apply(c, arch: str, smoke: bool, data: str = "sbm") -> None:
     c.model.output = "graph"  # one prediction per graph
     c.model.num_outputs = 1  # the regression target
     c.model.num_tasks = 0  # a single (B, 1) output
-    c.model.readout = "sum"  # counts grow with the graph: sum | mean | max
+    c.model.readout = "sum" if data == "triangles" else "mean"  # counts grow with the graph
     c.loss = "mean_absolute_error"  # trained and reported as MAE
 
   c.optimizer.learning_rate = 3e-3  # Adam's peak learning rate

@@ -13,7 +13,7 @@ def open_split(name: str, split: str, data_dir: str):
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}") from None
-  except (FileNotFoundError, NotImplementedError, AssertionError) as e:
+  except (FileNotFoundError, NotImplementedError, AssertionError, KeyError) as e:
     folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name)
     raise ValueError(
         f"TFDS dataset {name!r} (split {split!r}) is not prepared as array_record in {folder}: "

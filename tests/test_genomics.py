@@ -126,6 +126,19 @@ def test_bad_cnn_input_names_shapes_and_valid_values():
     _source(task="lm")
 
 
+def test_a_sequence_the_model_cannot_take_fails_before_training(tmp_path):
+  config = _config("gpt", "smoke")
+  config.data.seq_len = 64  # the position table holds 32
+  with pytest.raises(ValueError, match=r"sequence length 64 exceeds the model's max_len=32 "
+                                       r"\(inputs of shape \(1, 64\)\)"):
+    training.prepare(config, str(tmp_path))
+  config = _config("cnn", "smoke")
+  config.data.seq_len, config.data.motif_len = 3, 3  # two poolings of 2 need 4 bases
+  with pytest.raises(ValueError, match=r"sequence length 3 \(inputs of shape \(1, 3\)\) is "
+                                       r"shorter than the 4 = pool_size\*\*depth"):
+    training.prepare(config, str(tmp_path))
+
+
 @pytest.mark.parametrize("arch", _genomics.ARCHS)
 def test_activation_is_one_config_field(arch):
   """relu <-> gelu is ``model.activation`` alone; the traced program shows it (no compile)."""

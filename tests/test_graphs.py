@@ -62,9 +62,10 @@ def test_graph_property_targets_match_a_brute_force_count():
                                          min_nodes=5, eval_examples=4))
     batch = data.build(cfg, seed=0).examples(0, 6)
     assert batch["targets"].shape == (6, 1) and batch["targets"].dtype == np.float32
-    for a, m, y in zip(batch["inputs"]["adjacency"], batch["inputs"]["node_mask"],
-                       batch["targets"][:, 0], strict=True):
+    for a, m, x, y in zip(batch["inputs"]["adjacency"], batch["inputs"]["node_mask"],
+                          batch["inputs"]["nodes"], batch["targets"][:, 0], strict=True):
       n = int(m.sum())
+      np.testing.assert_allclose(x[:n], np.c_[np.ones(n), a[:n].sum(1) / 9], rtol=1e-6)
       if target == "triangles":
         count = sum(a[i, j] * a[j, k] * a[i, k] for i, j, k in itertools.combinations(range(n), 3))
       else:
