@@ -3,15 +3,37 @@
 import numpy as np
 
 
-class Digits:
+class ShuffledArrays:
+  """A classification set held in memory (``_x``, ``_y``, ``_x_test``, ``_y_test``, ``seed``).
+
+  Training example ``i`` is item ``i mod n`` of epoch ``i // n``'s permutation, drawn from
+  ``default_rng((seed, epoch))``, so any position of the stream is one integer.
+  """
+
+  task = "classification"
+  tokens_per_example = 0
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(len(self._y))}
+    return self._perms[epoch]
+
+  def examples(self, start: int, count: int) -> dict[str, np.ndarray]:
+    n = len(self._y)
+    idx = np.array([self._perm(i // n)[i % n] for i in range(start, start + count)])
+    return {"inputs": self._x[idx], "targets": self._y[idx]}
+
+  def eval_set(self) -> dict[str, np.ndarray]:
+    return {"inputs": self._x_test, "targets": self._y_test}
+
+
+class Digits(ShuffledArrays):
   """Classification of the 64 pixel intensities (scaled to [0, 1]).
 
   A fixed permutation (seed 0) holds out the last ``test_fraction`` as the test set; training
   example ``i`` is item ``i mod n`` of epoch ``i // n``'s permutation, drawn from
   ``default_rng((seed, epoch))``, so any position of the stream is one integer.
   """
-
-  task = "classification"
 
   def __init__(self, *, seed: int, test_fraction: float = 0.2, eval_examples: int = 0):
     del eval_examples  # the whole test split is evaluated
@@ -27,17 +49,3 @@ class Digits:
     self.info = {"dataset": "sklearn-digits", "train_examples": len(self._y),
                  "test_examples": n_test, "num_classes": 10}
 
-  tokens_per_example = 0
-
-  def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(len(self._y))}
-    return self._perms[epoch]
-
-  def examples(self, start: int, count: int) -> dict[str, np.ndarray]:
-    n = len(self._y)
-    idx = np.array([self._perm(i // n)[i % n] for i in range(start, start + count)])
-    return {"inputs": self._x[idx], "targets": self._y[idx]}
-
-  def eval_set(self) -> dict[str, np.ndarray]:
-    return {"inputs": self._x_test, "targets": self._y_test}

@@ -14,7 +14,7 @@ import random
 
 import numpy as np
 
-from data.digits import Digits
+from data.digits import Digits, ShuffledArrays
 
 
 @functools.lru_cache(maxsize=4)
@@ -34,7 +34,7 @@ def _generate(num_samples: int, train_split: float, generator_seed: int):
           ds["x_test"].astype(np.float32), ds["y_test"].astype(np.int32))
 
 
-class Mnist1D:
+class Mnist1D(ShuffledArrays):
   """Classification of MNIST-1D signals (already centred and scaled to unit variance).
 
   ``channel_axis`` picks the input shape: ``(40,)`` for an MLP, ``(40, 1)`` (channels last) for
@@ -42,9 +42,6 @@ class Mnist1D:
   published one); the run's ``seed`` only orders the training stream: example ``i`` is item
   ``i mod n`` of epoch ``i // n``'s permutation, drawn from ``default_rng((seed, epoch))``.
   """
-
-  task = "classification"
-  tokens_per_example = 0
 
   def __init__(self, *, seed: int, num_samples: int = 5000, train_split: float = 0.8,
                generator_seed: int = 42, channel_axis: bool = False, eval_examples: int = 0):
@@ -62,18 +59,6 @@ class Mnist1D:
                  "train_examples": len(y), "test_examples": len(y_test), "num_classes": 10,
                  "input_shape": list(x.shape[1:])}
 
-  def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(len(self._y))}
-    return self._perms[epoch]
-
-  def examples(self, start: int, count: int) -> dict[str, np.ndarray]:
-    n = len(self._y)
-    idx = np.array([self._perm(i // n)[i % n] for i in range(start, start + count)])
-    return {"inputs": self._x[idx], "targets": self._y[idx]}
-
-  def eval_set(self) -> dict[str, np.ndarray]:
-    return {"inputs": self._x_test, "targets": self._y_test}
 
 
 class DigitImages(Digits):
