@@ -24,21 +24,32 @@ def _project(step, grad, weight, delta, eps):
   Tried per channel first (the last axis: output channels of a Flax kernel), then over the
   whole leaf; the first view in which |cos(grad, weight)| < delta / sqrt(view size) in every
   channel is used. Returns the projected step and whether a projection happened.
+
+  Both views come from per-channel sums (the whole-leaf sums are their totals), and the
+  projection, a second pass over the leaf, only runs where the test passed.
   """
-  projected = step
-  done = jnp.zeros([], bool)
-  for axes in (tuple(range(weight.ndim - 1)), tuple(range(weight.ndim))):
-    size = math.prod(weight.shape[i] for i in axes)
-    norm = lambda x, axes=axes: jnp.sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True))
-    w_norm = norm(weight)
-    cosine = jnp.abs(jnp.sum(grad * weight, axis=axes, keepdims=True)) / jnp.maximum(
-        norm(grad) * w_norm, eps)
-    use = jnp.logical_and(~done, jnp.max(cosine) < delta / math.sqrt(size))
-    w_unit = weight / (w_norm + eps)
-    radial = w_unit * jnp.sum(w_unit * step, axis=axes, keepdims=True)
-    projected = jnp.where(use, step - radial, projected)
-    done = jnp.logical_or(done, use)
-  return projected, done
+  axes = tuple(range(weight.ndim - 1))
+  per_channel = lambda x, y: jnp.sum(x * y, axis=axes, keepdims=True)
+  ww, gg, gw = per_channel(weight, weight), per_channel(grad, grad), per_channel(grad, weight)
+  leaf_ww = jnp.sum(ww, keepdims=True)
+
+  def invariant(ww, gg, gw, size):
+    cosine = jnp.abs(gw) / jnp.maximum(jnp.sqrt(gg) * jnp.sqrt(ww), eps)
+    return jnp.max(cosine) < delta / math.sqrt(size)
+
+  use_channel = invariant(ww, gg, gw, math.prod(weight.shape[:-1]))
+  use_leaf = invariant(leaf_ww, jnp.sum(gg, keepdims=True), jnp.sum(gw, keepdims=True),
+                       weight.size)
+
+  def project(step):
+    # (w_hat . step) w_hat with w_hat = w / (|w| + eps) is a multiple of w
+    ws = per_channel(weight, step)
+    coef = jnp.where(use_channel, ws / jnp.square(jnp.sqrt(ww) + eps),
+                     jnp.sum(ws, keepdims=True) / jnp.square(jnp.sqrt(leaf_ww) + eps))
+    return step - coef * weight
+
+  projected = jnp.logical_or(use_channel, use_leaf)
+  return jax.lax.cond(projected, project, lambda step: step, step), projected
 
 
 def scale_by_adamp(
