@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import require_beta, require_nonnegative, upcast
+from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
 from optimizers._partition import matrices_and_rest
 
 SCALE_TYPES = ("channel", "tensor")
@@ -212,7 +212,7 @@ def apollo(
                           update_proj_gap=update_proj_gap, norm_growth_limit=norm_growth_limit,
                           bias_correction=bias_correction, seed=seed),
           optax.scale_by_adam(b1, b2, eps), is_matrix),
-      optax.add_decayed_weights(weight_decay, mask),
+      decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def _is_number(value: Any) -> bool:
@@ -24,3 +25,11 @@ def require_beta(name: str, value: Any) -> None:
 def upcast(x: jax.Array) -> jax.Array:
   """At least float32: bfloat16 sums, moments and step sizes are computed in float32."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def decayed_weights(weight_decay: Any, mask: Any = None) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights``, or the identity for a weight decay of exactly 0 (which then
+  needs no ``params`` in ``update``)."""
+  if _is_number(weight_decay) and weight_decay == 0:
+    return optax.identity()
+  return optax.add_decayed_weights(weight_decay, mask)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import require_beta, require_nonnegative, upcast
+from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
 from optimizers._partition import matrices_and_rest
 from optimizers._scion import newton_schulz
 
@@ -161,5 +161,5 @@ def normuon(
       matrices_and_rest(
           scale_by_normuon(b1, b2, eps, ns_steps=ns_steps, nesterov=nesterov, mu_dtype=mu_dtype),
           optax.scale_by_adam(adam_b1, adam_b2, mu_dtype=mu_dtype), is_matrix),
-      optax.add_decayed_weights(weight_decay, mask),
+      decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))

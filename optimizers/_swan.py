@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import require_nonnegative, upcast
+from optimizers._checks import decayed_weights, require_nonnegative, upcast
 from optimizers._partition import matrices_and_rest
 
 
@@ -136,5 +136,5 @@ def swan(
   return optax.chain(
       matrices_and_rest(scale_by_swan(ns_steps=ns_steps, eps=eps),
                         optax.scale_by_adam(adam_b1, adam_b2), is_matrix),
-      optax.add_decayed_weights(weight_decay, mask),
+      decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))

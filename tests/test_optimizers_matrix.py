@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from matrix_problems import assert_trajectories_match, jax_trajectory, np_grads, problem
 
 from optimizers._scion import (
   DEFAULT_RADII,
@@ -401,73 +402,6 @@ def test_scion_runs_on_the_models_own_roles():
 # Numerical checks against NumPy transcriptions, on stochastic matrix quadratics
 # f_k(P) = 0.5 ||A_k P - B_k||^2 per matrix (Flax layout), 0.5 ||P - C_k||^2 otherwise.
 
-STEPS = 25
-
-
-def _problem(shapes, seed=0, first_singular_values=None, start_scale=1.0):
-  """Per-step data; optionally the first gradient of ``w`` gets the given singular values."""
-  rng = np.random.default_rng(seed)
-  start = {k: start_scale * rng.standard_normal(s) for k, s in shapes.items()}
-  data = []
-  for _ in range(STEPS):
-    step = {}
-    for k, s in shapes.items():
-      if len(s) == 2:
-        step[k] = (np.eye(s[0]) + 0.5 * rng.standard_normal((s[0], s[0])),
-                   rng.standard_normal(s))
-      else:
-        step[k] = (None, rng.standard_normal(s))
-    data.append(step)
-  if first_singular_values is not None:  # a well-separated first Gram matrix for eigh in f32
-    n = shapes["w"][0]
-    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    a = data[0]["w"][0]
-    g = u @ np.diag(first_singular_values) @ v.T
-    data[0]["w"] = (a, a @ start["w"] - np.linalg.solve(a.T, g))
-  return start, data
-
-
-def _np_grads(params, step):
-  return {k: (a.T @ (a @ params[k] - b) if a is not None else params[k] - b)
-          for k, (a, b) in step.items()}
-
-
-def _jax_loss(params, step):
-  total = 0.0
-  for k, (a, b) in step.items():
-    r = params[k] - b if a is None else a @ params[k] - b
-    total = total + 0.5 * jnp.sum(jnp.square(r))
-  return total
-
-
-def _jax_trajectory(tx, start, data):
-  to_jax = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)
-
-  @jax.jit
-  def step(params, state, step_data):
-    updates, state = tx.update(jax.grad(_jax_loss)(params, step_data), state, params)
-    return optax.apply_updates(params, updates), state
-
-  params = to_jax(start)
-  state = tx.init(params)
-  trajectory = []
-  for step_data in data:
-    params, state = step(params, state, to_jax(step_data))
-    trajectory.append(jax.tree.map(lambda x: np.asarray(x, np.float64), params))
-  return trajectory
-
-
-def _assert_trajectories_match(ours, reference, start, rtol=1e-5):
-  """Relative error of the displacement from the start, every step, every parameter."""
-  for t, (a, b) in enumerate(zip(ours, reference, strict=True)):
-    for k in start:
-      moved = np.linalg.norm(b[k] - start[k])
-      assert moved > 1e-3, f"step {t}: {k} did not move"
-      err = np.linalg.norm(a[k] - b[k]) / moved
-      assert err < rtol, f"step {t}: {k} differs by {err:.2e} (relative to its displacement)"
-
-
 # --- Scion, transcribed from LIONS-EPFL/scion scion.py, PyTorch layout, float64.
 
 def _ref_zeropower_via_newtonschulz5(g, steps=5):
@@ -527,7 +461,7 @@ def _ref_scion(start, data, *, lr, momentum, scales, unconstrained):
   trajectory = []
   for step in data:
     flax_params = {k: _FROM_TORCH[k](v) for k, v in params.items()}
-    grads = {k: _TO_TORCH[k](g) for k, g in _np_grads(flax_params, step).items()}
+    grads = {k: _TO_TORCH[k](g) for k, g in np_grads(flax_params, step).items()}
     for k, p in params.items():
       bufs[k] = bufs[k] * (1 - momentum) + momentum * grads[k]
       update = scales[_SCION_ROLES[k]] * _REF_NORMS[_SCION_ROLES[k]](bufs[k])
@@ -544,13 +478,13 @@ def _ref_scion(start, data, *, lr, momentum, scales, unconstrained):
 ])
 def test_scion_matches_the_reference_code(unconstrained, lr, radii, start_scale):
   shapes = {"w": (6, 6), "h": (6, 4), "e": (5, 6), "k": (3, 3, 2, 4), "b": (6,)}
-  start, data = _problem(shapes, seed=3, start_scale=start_scale)
+  start, data = problem(shapes, seed=3, start_scale=start_scale)
   make = uscion if unconstrained else scion
   tx = make(lr, 0.1, param_labels=_SCION_ROLES, radii=radii)
   scales = {**DEFAULT_RADII, **(radii or {})}
   reference = _ref_scion(start, data, lr=lr, momentum=0.1, scales=scales,
                          unconstrained=unconstrained)
-  _assert_trajectories_match(_jax_trajectory(tx, start, data), reference, start)
+  assert_trajectories_match(jax_trajectory(tx, start, data), reference, start)
 
 
 def test_scion_momentum_is_the_weight_on_the_new_gradient():
@@ -625,7 +559,7 @@ def _ref_soap(start, data, *, lr, betas, eps, weight_decay, precondition_frequen
 
   trajectory = []
   for step in data:
-    grads = _np_grads(params, step)
+    grads = np_grads(params, step)
     for k, p in params.items():
       grad, state = grads[k], states[k]
       if "step" not in state:
@@ -655,18 +589,18 @@ def _ref_soap(start, data, *, lr, betas, eps, weight_decay, precondition_frequen
 
 
 def test_soap_matches_the_reference_code():
-  start, data = _problem({"w": (6, 6), "b": (6,)}, seed=0,
+  start, data = problem({"w": (6, 6), "b": (6,)}, seed=0,
                          first_singular_values=np.linspace(3.0, 1.0, 6))
   kwargs = dict(lr=0.05, eps=1e-8, weight_decay=0.01, precondition_frequency=3)
   reference = _ref_soap(start, data, betas=(0.95, 0.95), **kwargs)
   np.testing.assert_array_equal(reference[0]["w"], start["w"])  # its first call only initialises
-  ours = _jax_trajectory(soap(0.05, 0.95, 0.95, 1e-8, 0.01, 3), start, data)
+  ours = jax_trajectory(soap(0.05, 0.95, 0.95, 1e-8, 0.01, 3), start, data)
   np.testing.assert_allclose(ours[0]["w"], start["w"], rtol=1e-7)
-  _assert_trajectories_match(ours[1:], reference[1:], start)
+  assert_trajectories_match(ours[1:], reference[1:], start)
   # The check can fail: Adam with the same decay (no factors) is far from the reference.
-  adam = _jax_trajectory(soap(0.05, 0.95, 0.95, 1e-8, 0.01, 3, max_precond_dim=1), start, data)
+  adam = jax_trajectory(soap(0.05, 0.95, 0.95, 1e-8, 0.01, 3, max_precond_dim=1), start, data)
   with pytest.raises(AssertionError):
-    _assert_trajectories_match(adam[1:], reference[1:], start, rtol=1e-2)
+    assert_trajectories_match(adam[1:], reference[1:], start, rtol=1e-2)
 
 
 # --- Shampoo, transcribed from the paper's Algorithms 1 (matrices) and 2 (order-k tensors).
@@ -686,7 +620,7 @@ def _ref_shampoo(start, data, *, lr, eps, precondition_frequency):
       stats[k] = [eps * np.eye(n) for n in p.shape]
   trajectory = []
   for t, step in enumerate(data, start=1):
-    grads = _np_grads(params, step)
+    grads = np_grads(params, step)
     for k, g in grads.items():
       if g.ndim == 1:
         stats[k] = stats[k] + g ** 2
@@ -711,12 +645,12 @@ def _ref_shampoo(start, data, *, lr, eps, precondition_frequency):
 
 @pytest.mark.parametrize("precondition_frequency", [1, 3])
 def test_shampoo_matches_the_paper(precondition_frequency):
-  start, data = _problem({"w": (6, 6), "t": (2, 3, 4), "b": (6,)}, seed=1,
+  start, data = problem({"w": (6, 6), "t": (2, 3, 4), "b": (6,)}, seed=1,
                          first_singular_values=np.linspace(3.0, 1.0, 6))
   reference = _ref_shampoo(start, data, lr=0.1, eps=1e-4,
                            precondition_frequency=precondition_frequency)
   tx = shampoo(0.1, 1e-4, precondition_frequency=precondition_frequency)
-  _assert_trajectories_match(_jax_trajectory(tx, start, data), reference, start)
+  assert_trajectories_match(jax_trajectory(tx, start, data), reference, start)
 
 
 def test_shampoo_vectors_get_full_matrix_adagrad_on_request():
