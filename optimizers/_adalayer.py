@@ -19,16 +19,40 @@ class ScaleByAdalayerState(NamedTuple):
   nu: optax.Updates
 
 
-def _block_shape(shape: tuple[int, ...], per_output: bool) -> tuple[int, ...]:
-  if per_output and shape:
-    return (1,) * (len(shape) - 1) + (shape[-1],)
-  return (1,) * len(shape)
+def _blocks_on_last_axis(shape: tuple[int, ...], per_output: bool, split: int) -> int:
+  if not shape:
+    return 1
+  if per_output:
+    return shape[-1]
+  if split < 1 or shape[-1] % split:
+    raise ValueError(f"split_last={split} must divide the last axis of a {shape} leaf")
+  return split
 
 
-def _block_mean_square(g: jax.Array, block_shape: tuple[int, ...]) -> jax.Array:
-  """Mean of g^2 over each block; the blocks are the axes where the moment has size 1."""
-  axes = tuple(i for i, n in enumerate(block_shape) if n == 1)
-  return jnp.mean(jnp.square(upcast(g)), axis=axes, keepdims=True)
+def _block_mean_square(g: jax.Array, blocks: int) -> jax.Array:
+  """Mean of g^2 over each block: ``blocks`` equal, contiguous pieces of the last axis (all
+  other axes are summed over); shaped (1, ..., 1, blocks)."""
+  g = upcast(g)
+  if g.ndim == 0:
+    return jnp.square(g)
+  pieces = g.reshape(*g.shape[:-1], blocks, g.shape[-1] // blocks)
+  axes = (*range(g.ndim - 1), g.ndim)
+  return jnp.mean(jnp.square(pieces), axis=axes).reshape((1,) * (g.ndim - 1) + (blocks,))
+
+
+def _expand(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """A (1, ..., 1, blocks) moment repeated over the entries of each block of a ``shape`` leaf."""
+  if not shape or v.shape[-1] == shape[-1]:
+    return v
+  return jnp.repeat(v, shape[-1] // v.shape[-1], axis=-1)
+
+
+def _flags(spec, params, default):
+  """A per-leaf value from a pytree (or a prefix of one) or a function of the params."""
+  if spec is None:
+    return jax.tree.map(lambda _: default, params)
+  tree = spec(params) if callable(spec) else spec
+  return jax.tree.map(lambda flag, subtree: jax.tree.map(lambda _: flag, subtree), tree, params)
 
 
 def scale_by_adalayer(
@@ -37,12 +61,14 @@ def scale_by_adalayer(
     eps: jax.typing.ArrayLike = 1e-8,
     *,
     per_output: None | Any | Callable[[optax.Params], Any] = None,
+    split_last: None | Any | Callable[[optax.Params], Any] = None,
     mu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by Adalayer: Adam with one scalar second moment per block.
 
-  For each block :math:`b` (a leaf of the parameter pytree, or one output unit of a leaf
-  marked in ``per_output``) with :math:`d_b` entries:
+  For each block :math:`b` (a leaf of the parameter pytree, one output unit of a leaf marked
+  in ``per_output``, or one of the ``split_last`` equal pieces of a leaf's last axis) with
+  :math:`d_b` entries:
 
   .. math::
     m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
@@ -61,6 +87,9 @@ def scale_by_adalayer(
       kernel, one row of a torch weight), the paper's treatment of the last layer. A pytree
       of bools with the structure of the parameters, or a function of the parameters that
       returns one; ``None`` treats every leaf as one block.
+    split_last: number of equal blocks along each leaf's last axis (1: the whole leaf), a
+      pytree of ints or a function of the parameters returning one: 3 on a fused ``(D, 3D)``
+      query/key/value kernel gives the paper's separate q, k and v blocks (Adalayer*).
     mu_dtype: dtype of the first moment; ``None`` keeps that of the parameters.
 
   Returns:
@@ -71,16 +100,12 @@ def scale_by_adalayer(
   require_nonnegative("eps", eps)
 
   def init_fn(params):
-    if per_output is None:
-      flags = jax.tree.map(lambda _: False, params)
-    else:
-      flags = per_output(params) if callable(per_output) else per_output
-    # The flags may be a prefix of the parameters: a flag covers a whole subtree.
     nu = jax.tree.map(
-        lambda flag, subtree: jax.tree.map(
-            lambda p: jnp.zeros(_block_shape(jnp.shape(p), bool(flag)), jnp.asarray(p).dtype),
-            subtree),
-        flags, params)
+        lambda p, per_out, split: jnp.zeros(
+            (1,) * max(jnp.ndim(p) - 1, 0)
+            + ((_blocks_on_last_axis(jnp.shape(p), bool(per_out), int(split)),)
+               if jnp.ndim(p) else ()), jnp.asarray(p).dtype),
+        params, _flags(per_output, params, False), _flags(split_last, params, 1))
     return ScaleByAdalayerState(count=jnp.zeros([], jnp.int32),
                                 mu=optax.tree.zeros_like(params, dtype=mu_dtype), nu=nu)
 
@@ -89,12 +114,14 @@ def scale_by_adalayer(
     count = optax.safe_increment(state.count)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = jax.tree.map(
-        lambda g, v: b2 * upcast(v) + (1 - b2) * _block_mean_square(g, v.shape),
+        lambda g, v: b2 * upcast(v) + (1 - b2) * _block_mean_square(
+            g, v.shape[-1] if v.ndim else 1),
         updates, state.nu)
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
     new_updates = jax.tree.map(
-        lambda m, v, g: (m / (jnp.sqrt(v) + eps)).astype(g.dtype), mu_hat, nu_hat, updates)
+        lambda m, v, g: (m / (jnp.sqrt(_expand(v, g.shape)) + eps)).astype(g.dtype),
+        mu_hat, nu_hat, updates)
     return new_updates, ScaleByAdalayerState(
         count=count, mu=optax.tree.cast_like(mu, state.mu), nu=optax.tree.cast_like(nu, state.nu))
 
@@ -108,6 +135,7 @@ def adalayer(
     eps: jax.typing.ArrayLike = 1e-8,
     *,
     per_output: None | Any | Callable[[optax.Params], Any] = None,
+    split_last: None | Any | Callable[[optax.Params], Any] = None,
     mu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adalayer: Adam's first moment with a single second moment per layer (block).
@@ -119,7 +147,14 @@ def adalayer(
 
   with :math:`\hat m, \hat v` Adam's bias-corrected moments (see ``scale_by_adalayer``).
   Each leaf of the parameter pytree is a block; leaves marked in ``per_output`` get one
-  block per output unit (the paper's variant for the last layer).
+  block per output unit (the paper's variant for the last layer), and ``split_last`` cuts a
+  leaf's last axis into equal blocks (a fused query/key/value kernel into q, k and v). The
+  paper's Adalayer* is both: ``per_output`` on the head, ``split_last=3`` on the attention's
+  input kernel; with this codebase's GPT::
+
+    adalayer(lr, per_output=lambda p: {**jax.tree.map(lambda _: False, p), "head": True},
+             split_last=lambda p: jax.tree_util.tree_map_with_path(
+                 lambda path, _: 3 if path[-1].key == "qkv" else 1, p))
 
   Args:
     learning_rate: :math:`\eta`, a scalar or a schedule.
@@ -128,6 +163,8 @@ def adalayer(
     eps: added to the denominator.
     per_output: leaves adapted per output unit (last axis in Flax layout): a pytree of bools
       or a function of the parameters returning one.
+    split_last: equal blocks along each leaf's last axis: a pytree of ints or a function of
+      the parameters returning one.
     mu_dtype: dtype of the first moment; ``None`` keeps that of the parameters.
 
   Returns:
@@ -150,5 +187,6 @@ def adalayer(
   """
   require_nonnegative("learning_rate", learning_rate)
   return optax.chain(
-      scale_by_adalayer(b1, b2, eps, per_output=per_output, mu_dtype=mu_dtype),
+      scale_by_adalayer(b1, b2, eps, per_output=per_output, split_last=split_last,
+                        mu_dtype=mu_dtype),
       optax.scale_by_learning_rate(learning_rate))

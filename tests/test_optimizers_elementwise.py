@@ -376,12 +376,12 @@ def test_adamp_needs_params_and_masks_weight_decay():
 STEPS = 25
 
 
-def _lsq_data(seed=0):
+def _lsq_data(seed=0, outputs=3):
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(8, 4)).astype(np.float32)
-  y = rng.normal(size=(8, 3)).astype(np.float32)
-  params = {"w": rng.normal(size=(4, 3)).astype(np.float32),
-            "b": (0.5 * rng.normal(size=3)).astype(np.float32)}
+  y = rng.normal(size=(8, outputs)).astype(np.float32)
+  params = {"w": rng.normal(size=(4, outputs)).astype(np.float32),
+            "b": (0.5 * rng.normal(size=outputs)).astype(np.float32)}
   return x, y, params
 
 
@@ -463,14 +463,25 @@ def ngn_md_reference(params, loss_grad, c, beta, b2, eps, steps=STEPS):
   return out
 
 
-def adalayer_reference(params, loss_grad, lr, b1, b2, eps, per_output=(), steps=STEPS):
+def adalayer_reference(params, loss_grad, lr, b1, b2, eps, per_output=(), split_last=None,
+                       steps=STEPS):
   """Adalayer (Zhao et al. 2024): Adam's first moment per coordinate; one second moment per
-  block, the mean of g^2 over the block; a block is a leaf, or one output unit (column of a
-  Flax kernel) for the leaves in ``per_output``."""
+  block, the mean of g^2 over the block; a block is a leaf, one output unit (column of a
+  Flax kernel) for the leaves in ``per_output``, or one of ``split_last[k]`` equal groups of
+  consecutive columns (q, k, v of a fused kernel)."""
   x = _float64(params)
   m = {k: np.zeros_like(a) for k, a in x.items()}
-  blocks = {k: [(slice(None), j) for j in range(a.shape[1])] if k in per_output else [...]
-            for k, a in x.items()}
+  split_last = split_last or {}
+
+  def leaf_blocks(k, a):
+    if k in per_output:
+      return [(slice(None), j) for j in range(a.shape[1])]
+    if k in split_last:
+      width = a.shape[-1] // split_last[k]
+      return [(..., slice(j * width, (j + 1) * width)) for j in range(split_last[k])]
+    return [...]
+
+  blocks = {k: leaf_blocks(k, a) for k, a in x.items()}
   v = {k: [0.0] * len(blocks[k]) for k in x}
   out = []
   for t in range(1, steps + 1):
@@ -537,14 +548,21 @@ def test_ngn_md_matches_the_reference():
   _assert_trajectories_match(got, want, params)
 
 
-@pytest.mark.parametrize("per_output", [(), ("w",)])
-def test_adalayer_matches_the_reference(per_output):
-  x, y, params = _lsq_data()
+@pytest.mark.parametrize("per_output,split_last", [((), None), (("w",), None),
+                                                    ((), {"w": 3, "b": 2})])
+def test_adalayer_matches_the_reference(per_output, split_last):
+  x, y, params = _lsq_data(outputs=6)
   flags = {"w": "w" in per_output, "b": False}
-  opt = adalayer(0.03, b1=0.9, b2=0.99, eps=1e-8, per_output=flags)
+  opt = adalayer(0.03, b1=0.9, b2=0.99, eps=1e-8, per_output=flags, split_last=split_last)
   got = _trajectory(opt, _lsq_loss_jax(x, y), params)
-  want = adalayer_reference(params, _lsq_loss_grad_np(x, y), 0.03, 0.9, 0.99, 1e-8, per_output)
+  want = adalayer_reference(params, _lsq_loss_grad_np(x, y), 0.03, 0.9, 0.99, 1e-8, per_output,
+                            split_last)
   _assert_trajectories_match(got, want, params)
+
+
+def test_adalayer_split_must_divide_the_last_axis():
+  with pytest.raises(ValueError, match="split_last=4 must divide the last axis"):
+    adalayer(0.1, split_last={"w": 4, "b": 1}).init({"w": jnp.zeros((2, 6)), "b": jnp.zeros(6)})
 
 
 def test_diffgrad_matches_the_paper():
