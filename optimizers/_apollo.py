@@ -131,7 +131,10 @@ def scale_by_apollo(
         norm = lambda x: jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
       else:
         norm = lambda x: jnp.sqrt(jnp.sum(jnp.square(x)))
-      scaled = alpha * g * (norm(r_tilde) / jnp.maximum(norm(r_t), tiny))
+      # A channel whose projected gradient is zero (a dead unit) gets no step, not 0 * inf.
+      r_norm = norm(r_t)
+      ratio = jnp.where(r_norm > 0, norm(r_tilde) / jnp.where(r_norm > 0, r_norm, 1.0), 0.0)
+      scaled = alpha * g * ratio
       if norm_growth_limit is not None:
         size = jnp.sqrt(jnp.sum(jnp.square(scaled)))
         cap = norm_growth_limit * last_norm

@@ -227,6 +227,26 @@ def test_apollo_redraws_the_projection_every_gap_steps_and_keeps_low_rank_state(
   assert np.abs(steps[2] - steps[3]).max() > 1e-3  # a new one after it
 
 
+def test_apollo_gives_no_step_to_a_unit_that_stops_receiving_gradient():
+  # A ReLU unit that dies after the first step: its momentum is not zero, its gradient is. At
+  # rank 64 the momentum's column norm divided by the smallest float overflows to inf.
+  rng = np.random.default_rng(0)
+  g = jnp.asarray(rng.standard_normal((64, 80)), jnp.float32)
+  dead = g.at[:, 3].set(0.0)
+  for scale_type in ("channel", "tensor"):
+    tx = apollo(0.1, rank=64, scale_type=scale_type)
+    params = {"w": jnp.zeros((64, 80))}
+    state = tx.init(params)
+    _, state = tx.update({"w": g}, state, params)
+    updates, _ = tx.update({"w": dead}, state, params)
+    assert np.all(np.isfinite(updates["w"])), scale_type
+    np.testing.assert_array_equal(updates["w"][:, 3], 0.0)
+  zero = {"w": jnp.zeros((64, 80))}
+  tx = apollo(0.1, rank=64)
+  updates, _ = tx.update(zero, tx.init(zero), zero)
+  np.testing.assert_array_equal(updates["w"], 0.0)
+
+
 def test_apollo_mini_is_rank_one_tensor_scaling():
   start, data = problem(SHAPES, seed=4)
   mini = jax_trajectory(apollo_mini(0.01, seed=2), start, data)
