@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
-from optimizers._partition import matrices_and_rest
+from optimizers._partition import matrices_and_rest, require_matrices
 
 SCALE_TYPES = ("channel", "tensor")
 
@@ -96,13 +96,11 @@ def scale_by_apollo(
     raise ValueError(f"norm_growth_limit={norm_growth_limit} must be >= 1 (or None: off)")
 
   def low_rank_shape(shape):
-    if len(shape) != 2:
-      raise ValueError(f"scale_by_apollo needs matrices, got shape {shape}; apollo() sends "
-                       f"other leaves to Adam")
     r = _rank(shape, rank)
     return (r, shape[1]) if shape[0] <= shape[1] else (shape[0], r)
 
   def init_fn(params):
+    require_matrices(params, "apollo")
     zeros = lambda p: jnp.zeros(low_rank_shape(p.shape), upcast(p).dtype)
     return ScaleByApolloState(
         count=jnp.zeros([], jnp.int32), mu=jax.tree.map(zeros, params),

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
-from optimizers._partition import matrices_and_rest
+from optimizers._partition import matrices_and_rest, require_matrices
 from optimizers._scion import newton_schulz
 
 
@@ -61,10 +61,7 @@ def scale_by_normuon(
   require_nonnegative("eps", eps)
 
   def init_fn(params):
-    for p in jax.tree.leaves(params):
-      if p.ndim != 2:
-        raise ValueError(f"scale_by_normuon needs (d_in, d_out) matrices, got shape {p.shape}; "
-                         f"normuon() sends other leaves to Adam")
+    require_matrices(params, "normuon")
     return ScaleByNormuonState(
         count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params, dtype=mu_dtype),
         nu=jax.tree.map(lambda p: jnp.zeros((1, p.shape[1]), upcast(p).dtype), params))

@@ -33,3 +33,11 @@ def matrices_and_rest(
     return jax.tree.map(lambda flag: MATRIX if flag else REST, flags)
 
   return optax.partition({MATRIX: matrix_tx, REST: rest_tx}, labels)
+
+
+def require_matrices(params: optax.Params, method: str) -> None:
+  """Raises, naming ``method()`` (which routes other leaves to Adam), unless every leaf is 2-D."""
+  for p in jax.tree.leaves(params):
+    if p.ndim != 2:
+      raise ValueError(f"scale_by_{method} needs (d_in, d_out) matrices, got shape {p.shape}; "
+                       f"{method}() sends other leaves to Adam")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import decayed_weights, require_nonnegative, upcast
-from optimizers._partition import matrices_and_rest
+from optimizers._partition import matrices_and_rest, require_matrices
 
 
 def grad_norm(g: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -73,10 +73,7 @@ def scale_by_swan(*, ns_steps: int = 10, eps: float = 1e-8) -> optax.GradientTra
   require_nonnegative("eps", eps)
 
   def init_fn(params):
-    for p in jax.tree.leaves(params):
-      if p.ndim != 2:
-        raise ValueError(f"scale_by_swan needs (d_in, d_out) matrices, got shape {p.shape}; "
-                         f"swan() sends other leaves to Adam")
+    require_matrices(params, "swan")
     return optax.EmptyState()
 
   def update_fn(updates, state, params=None):

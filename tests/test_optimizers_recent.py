@@ -324,6 +324,8 @@ def test_matrix_directions_refuse_vectors_with_the_fix_named():
     scale_by_normuon().init({"b": jnp.zeros(3)})
   with pytest.raises(ValueError, match="apollo\\(\\) sends other leaves to Adam"):
     _apollo.scale_by_apollo().init({"b": jnp.zeros(3)})
+  with pytest.raises(ValueError, match="swan\\(\\) sends other leaves to Adam"):
+    _swan.scale_by_swan().init({"b": jnp.zeros(3)})
 
 
 def test_build_names_each_method():
