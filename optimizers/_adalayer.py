@@ -183,7 +183,10 @@ def adalayer(
 
   References:
     Zhao, Morwani, Brandfonbrener, Vyas & Kakade, *Deconstructing What Makes a Good
-    Optimizer for Language Models*, ICLR 2025, https://arxiv.org/abs/2407.07972
+    Optimizer for Language Models*, ICLR 2025, https://arxiv.org/abs/2407.07972; blocks,
+    mean of :math:`g^2` and bias corrections as in the authors' code (rosieyzh/optimizers-llm,
+    ``AdalayerW``; its ``att_correction`` is ``split_last=3`` on the fused attention kernel,
+    ``lastlayer_correction`` is ``per_output`` on the head)
   """
   require_nonnegative("learning_rate", learning_rate)
   return optax.chain(

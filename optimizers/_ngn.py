@@ -184,7 +184,9 @@ def scale_by_ngn_md(
 
   and ``ngn_md`` steps by :math:`-c \mu_k`: the NGN model regularised by
   :math:`\|d\|^2_{\Sigma_k} / (2c)` gives :math:`d = -\gamma_k \Sigma_k^{-1} g_k`, with
-  heavy-ball momentum on top as in NGN-M.
+  heavy-ball momentum on top as in NGN-M. This is NGN-MDv1 of the paper's Algorithm 2: one
+  scalar :math:`\gamma_k` for the whole model (NGN-MDv2 has one per coordinate),
+  preconditioning first and momentum after.
 
   Args:
     learning_rate: the step-size hyperparameter :math:`c \ge 0`, a scalar or a schedule.
@@ -367,7 +369,8 @@ def ngn_md(
 
   References:
     Islamov, Ajroldi, Orvieto & Lucchi, *Enhancing Optimizer Stability: Momentum Adaptation
-    of the NGN Step-size*, NeurIPS 2025, https://arxiv.org/abs/2508.15071 (NGN-MD)
+    of the NGN Step-size*, NeurIPS 2025, https://arxiv.org/abs/2508.15071 (Algorithm 2,
+    NGN-MDv1)
   """
   return optax.chain(
       scale_by_ngn_md(learning_rate, momentum, b2, eps, f_min=f_min, mu_dtype=mu_dtype),
