@@ -2,10 +2,10 @@
 
     python benchmarks/optimizers.py [--repeats 10] [--only adam,muon,...]
 
-For each name in ``optimizers.available()`` (built with its defaults and a constant learning
-rate): the median time of one jitted ``update`` + ``apply_updates`` on the 3.3M-parameter tree,
-relative to ``optax.adam`` timed in the same process, and the optimizer state's bytes per
-parameter. Elementwise methods should stay within 1.5x of Adam; the matrix methods (Muon,
+For each name in ``optimizers.available()`` (built with its defaults and a constant learning rate):
+the median time of one jitted ``update`` + ``apply_updates`` on the 3.3M-parameter tree, relative
+to ``optax.adam`` timed alternately with it in the same process, and the optimizer state's bytes
+per parameter. Elementwise methods should stay within 1.5x of Adam; the matrix methods (Muon,
 Scion, SOAP, Shampoo) are reported as they are.
 """
 
@@ -48,30 +48,41 @@ def build(name: str):
   return optimizers.build(cfg, total_steps=1000, param_labels=models.param_roles)
 
 
-def time_update(tx, params, repeats: int) -> tuple[float, int]:
-  objective = lambda p: sum(jnp.sum(x * x) for x in jax.tree.leaves(p))
-  tx = optax.with_extra_args_support(tx)
+class Stepper:
+  """One jitted ``update`` + ``apply_updates`` of ``tx`` on its own copy of the parameters."""
 
-  def step(params, state, grads):
-    updates, state = tx.update(grads, state, params, value=jnp.float32(1.0), obj_fn=objective)
-    return optax.apply_updates(params, updates), state
+  def __init__(self, tx, params):
+    objective = lambda p: sum(jnp.sum(x * x) for x in jax.tree.leaves(p))
+    tx = optax.with_extra_args_support(tx)
 
-  step = jax.jit(step, donate_argnums=(0, 1))
-  grads = jax.tree.map(lambda x: 1e-3 * jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(
-      x.shape), params)
-  params = jax.tree.map(jnp.copy, params)
-  state = jax.tree.map(jnp.copy, tx.init(params))  # some states alias the params (DoG, Prodigy)
-  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))
-  for _ in range(3):
-    params, state = step(params, state, grads)
-  jax.block_until_ready(params)
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    params, state = step(params, state, grads)
-    jax.block_until_ready(params)
-    times.append(time.perf_counter() - t)
-  return statistics.median(times), state_bytes
+    def step(params, state, grads):
+      updates, state = tx.update(grads, state, params, value=jnp.float32(1.0),
+                                 obj_fn=objective)
+      return optax.apply_updates(params, updates), state
+
+    self._step = jax.jit(step, donate_argnums=(0, 1))
+    self._grads = jax.tree.map(lambda x: 1e-3 * jnp.cos(jnp.arange(x.size, dtype=x.dtype))
+                               .reshape(x.shape), params)
+    self._params = jax.tree.map(jnp.copy, params)
+    # some states alias the params (DoG, Prodigy)
+    self._state = jax.tree.map(jnp.copy, tx.init(self._params))
+    self.state_bytes = sum(x.nbytes for x in jax.tree.leaves(self._state)
+                           if hasattr(x, "nbytes"))
+    for _ in range(3):
+      self.seconds()
+
+  def seconds(self) -> float:
+    start = time.perf_counter()
+    self._params, self._state = self._step(self._params, self._state, self._grads)
+    jax.block_until_ready(self._params)
+    return time.perf_counter() - start
+
+
+def paired_medians(method: Stepper, adam: Stepper, repeats: int) -> tuple[float, float]:
+  """Median update times of ``method`` and of Adam, measured alternately so that the machine's
+  drift (clock, other load) falls on both."""
+  times = [(method.seconds(), adam.seconds()) for _ in range(repeats)]
+  return (statistics.median(t for t, _ in times), statistics.median(t for _, t in times))
 
 
 def main():
@@ -82,17 +93,20 @@ def main():
   params = gpt_params()
   n = sum(x.size for x in jax.tree.leaves(params))
   names = args.only.split(",") if args.only else optimizers.available()
-  adam_s, adam_bytes = time_update(optax.adam(1e-3), params, args.repeats)
+  adam = Stepper(optax.adam(1e-3), params)
+  _, adam_s = paired_medians(adam, adam, args.repeats)
   print(f"parameter tree: quickstart GPT, {n / 1e6:.2f}M parameters, f32; "
-        f"optax.adam update {adam_s * 1e3:.2f} ms, {adam_bytes / n:.1f} state bytes/param")
+        f"optax.adam update {adam_s * 1e3:.2f} ms, {adam.state_bytes / n:.1f} state bytes/param")
   print(f"{'optimizer':<22}{'ms/update':>10}{'x adam':>8}{'state B/param':>15}")
   for name in names:
     try:
-      seconds, state_bytes = time_update(build(name), params, args.repeats)
+      method = Stepper(build(name), params)
     except Exception as e:  # noqa: BLE001 -- report and go on to the next method
       print(f"{name:<22}  failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
       continue
-    print(f"{name:<22}{seconds * 1e3:>10.2f}{seconds / adam_s:>8.2f}{state_bytes / n:>15.1f}")
+    seconds, adam_s = paired_medians(method, adam, args.repeats)
+    print(f"{name:<22}{seconds * 1e3:>10.2f}{seconds / adam_s:>8.2f}"
+          f"{method.state_bytes / n:>15.1f}")
 
 
 if __name__ == "__main__":
