@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import require_beta, require_nonnegative, upcast
+from optimizers._checks import require_beta, require_nonnegative
 
 
 class ScaleByDiffGradState(NamedTuple):
@@ -58,15 +58,13 @@ def scale_by_diffgrad(
     count = optax.safe_increment(state.count)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
-    t = count.astype(jnp.float32)
-    bias1, bias2 = 1 - b1**t, 1 - b2**t
-
-    def leaf(g, m, v, g_prev):
-      friction = jax.nn.sigmoid(jnp.abs(upcast(g_prev) - upcast(g)))
-      step = friction * (upcast(m) / bias1) / (jnp.sqrt(upcast(v) / bias2) + eps)
-      return step.astype(g.dtype)
-
-    new_updates = jax.tree.map(leaf, updates, mu, nu, state.prev_grad)
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    nu_hat = optax.tree.bias_correction(nu, b2, count)
+    friction = jax.tree.map(lambda g, g_prev: jax.nn.sigmoid(jnp.abs(g_prev - g)),
+                            updates, state.prev_grad)
+    new_updates = jax.tree.map(
+        lambda xi, m, v, g: (xi * m / (jnp.sqrt(v) + eps)).astype(g.dtype),
+        friction, mu_hat, nu_hat, updates)
     return new_updates, ScaleByDiffGradState(
         count=count, mu=optax.tree.cast_like(mu, state.mu),
         nu=optax.tree.cast_like(nu, state.nu),
