@@ -42,7 +42,7 @@ def _block_mean_square(g: jax.Array, blocks: int) -> jax.Array:
 
 def _expand(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """A (1, ..., 1, blocks) moment repeated over the entries of each block of a ``shape`` leaf."""
-  if not shape or v.shape[-1] == shape[-1]:
+  if not shape or v.shape[-1] in (1, shape[-1]):
     return v
   return jnp.repeat(v, shape[-1] // v.shape[-1], axis=-1)
 
