@@ -1,4 +1,4 @@
-"""Argument checks and dtype helpers shared by the optimizers written here."""
+"""Argument checks, dtype helpers and the weight-decay step shared by our optimizers."""
 
 from typing import Any
 
