@@ -9,7 +9,6 @@ its log steps, progress) over the same config, timed from its second step to its
 """
 
 import argparse
-import functools
 import os
 import statistics
 import sys
@@ -25,9 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import training  # noqa: E402
-from training import mesh as mesh_lib  # noqa: E402
-from training.loop import _train_batch, init_state  # noqa: E402
-from training.step import train_step  # noqa: E402
+from training import cli  # noqa: E402
 
 
 def matmul_peak(sizes=(1024, 2048, 3072), reps=5) -> float:
@@ -45,37 +42,23 @@ def matmul_peak(sizes=(1024, 2048, 3072), reps=5) -> float:
   return best
 
 
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  import importlib.util
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def bare_step_times(setup, steps: int) -> list[float]:
+def bare_step_times(setup, steps: int) -> tuple[list[float], float]:
+  """Seconds per call of the compiled train step on one fixed batch; and the compile time."""
   cfg = setup.config
-  state = jax.jit(functools.partial(init_state, model=setup.model, tx=setup.tx),
-                  out_shardings=setup.state_sharding)(
-                      jax.random.PRNGKey(0), setup.source.examples(0, 1)["inputs"])
-  sharding = mesh_lib.batch_sharding(setup.mesh, microbatched=True)
-  batch = _train_batch(setup.source, 0, cfg.train.global_batch, cfg.train.num_microbatches,
-                       sharding)
-  step = jax.jit(functools.partial(train_step, model=setup.model, tx=setup.tx,
-                                   loss_fn=setup.loss_fn),
-                 in_shardings=(setup.state_sharding, sharding),
-                 out_shardings=(setup.state_sharding, None), donate_argnums=0)
+  compiled = training.compile_steps(setup)
+  state, _ = training.fresh_state(setup, compiled)
+  batch = training.train_batch(setup.source, 0, cfg.train.global_batch,
+                               cfg.train.num_microbatches, compiled.batch_sharding)
   for _ in range(3):
-    state, metrics = step(state, batch)
+    state, metrics = compiled.train(state, batch)
   jax.block_until_ready(state)
   times = []
   for _ in range(steps):
     t = time.perf_counter()
-    state, metrics = step(state, batch)
+    state, metrics = compiled.train(state, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
-  return times
+  return times, compiled.compile_s
 
 
 def main():
@@ -84,18 +67,18 @@ def main():
   parser.add_argument("--steps", type=int, default=20)
   args = parser.parse_args()
 
-  config = load_config(args.config)
+  config = cli.load_config(args.config)
   with tempfile.TemporaryDirectory() as tmp:
     setup = training.prepare(config, os.path.join(tmp, "unused"))
     peak = matmul_peak()
-    bare = bare_step_times(setup, args.steps)
+    bare, compile_s = bare_step_times(setup, args.steps)
     with config.unlocked():
       config.train.steps = args.steps + 1
       config.optimizer.schedule.warmup_steps = 0
       config.train.eval_every = 0
       config.train.checkpoint_every = 10**9
     summary = training.run(config, os.path.join(tmp, "loop"))
-    bare_again = bare_step_times(setup, args.steps)
+    bare_again, _ = bare_step_times(setup, args.steps)
 
   cfg = setup.config
   bare_s = statistics.median(bare + bare_again)
@@ -104,6 +87,7 @@ def main():
   flops = cfg.train.global_batch * setup.flops_per_example
   print(f"config                {args.config}  ({setup.num_params / 1e6:.2f}M parameters, "
         f"batch {cfg.train.global_batch}, devices {jax.device_count()})")
+  print(f"compile (train+eval)  {compile_s:8.1f} s")
   print(f"f32 matmul peak       {peak / 1e9:8.1f} GFLOP/s")
   print(f"bare step             {bare_s * 1e3:8.1f} ms  (median of {len(bare) * 2}; "
         f"min {min(bare + bare_again) * 1e3:.1f})")

@@ -12,7 +12,7 @@ import data
 import models
 import optimizers
 from training import TrainState, cross_entropy, train_step
-from training.loop import init_state
+from training.setup import init_state
 
 
 def _setup(opt_name="sgd", kwargs=None):

@@ -1,26 +1,29 @@
 """The command line behind ``train.py``: flags -> config -> ``training.run``.
 
-Bad input (an unknown config key, a bad value, an unknown model or optimizer, a batch the
-devices cannot split, missing data, a workdir of another run) ends with one line on stderr and
-exit code 2, before anything is compiled.
+Bad input (a config file that is missing or does not run, an unknown config key, a bad value,
+an unknown model or optimizer, a batch the devices cannot split, missing data, a workdir that
+cannot be one or holds another run, a workdir in use by a live run) ends with one line on
+stderr and exit code 2, before anything is compiled or written. A fault while training (the
+disk full at a checkpoint, no readable checkpoint to resume) ends with one line and exit code 3,
+the workdir resumable.
 """
 
 import difflib
 import importlib.util
 import os
 import sys
+import traceback
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "experiment config: path/to/file.py[:arg]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (resumed if it holds a run)")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "continue a run in --workdir although its config differs")
 
-EXIT_USAGE = 2
 EXIT_DIVERGED = 1
+EXIT_USAGE = 2
+EXIT_FAULT = 3
 
 
 class UsageError(ValueError):
@@ -36,29 +39,65 @@ def _flat_keys(config, prefix: str = "") -> list[str]:
   return keys
 
 
-def _load_config(spec: str):
+def _where_in(path: str, e: BaseException) -> str:
+  """``path:line`` of the innermost frame of ``e`` in the config file (or its imports)."""
+  if isinstance(e, SyntaxError) and e.lineno:
+    return f"{e.filename or path}:{e.lineno}"
+  frames = traceback.extract_tb(e.__traceback__)
+  inside = [f for f in frames if os.path.abspath(f.filename) == os.path.abspath(path)]
+  frame = (inside or frames or [None])[-1]
+  return f"{frame.filename}:{frame.lineno}" if frame else path
+
+
+def load_config(spec: str):
+  """Runs ``path.py``'s ``get_config(arg)`` for ``spec = path.py[:arg]``, once.
+
+  A file that is missing, unreadable, or raises (a syntax error, a bad variant) is a
+  ``UsageError`` naming the file and line.
+  """
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise UsageError(f"config file {path} not found: give --config=configs/<name>.py[:arg]")
+  if not os.access(path, os.R_OK):
+    raise UsageError(f"config file {path} is not readable by this user")
   module_spec = importlib.util.spec_from_file_location("_optlab_config", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
   try:
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise UsageError(f"config file {path} defines no get_config(arg)")
     return module.get_config(arg) if arg else module.get_config()
-  except ValueError as e:
-    raise UsageError(f"{spec}: {e}") from None
+  except UsageError:
+    raise
+  except ValueError as e:  # the config's own refusal, e.g. an unknown variant
+    raise UsageError(f"{spec}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+  except Exception as e:  # noqa: BLE001 -- a config that does not run is bad input
+    message = e.msg if isinstance(e, SyntaxError) else (str(e).splitlines() or [""])[0]
+    raise UsageError(f"config file {spec} fails at {_where_in(path, e)}: "
+                     f"{type(e).__name__}: {message}") from None
 
 
-def check_overrides(argv: list[str]) -> None:
-  """Refuses ``--config.<key>`` overrides of keys the config does not have, naming them."""
-  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  if spec is None:
-    for i, a in enumerate(argv[:-1]):
-      if a == "--config":
-        spec = argv[i + 1]
-  if spec is None:
+def _config_spec(argv: list[str]) -> tuple[str, list[str]]:
+  """The ``--config`` value and ``argv`` without it."""
+  rest, spec = [], None
+  i = 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith("--config="):
+      spec = a.split("=", 1)[1]
+    elif a == "--config" and i + 1 < len(argv):
+      spec, i = argv[i + 1], i + 1
+    else:
+      rest.append(a)
+    i += 1
+  if not spec:
     raise UsageError("missing --config=configs/<name>.py[:arg]")
-  keys = _flat_keys(_load_config(spec))
+  return spec, rest
+
+
+def check_overrides(config, argv: list[str]) -> None:
+  """Refuses ``--config.<key>`` overrides of keys the config does not have, naming them."""
+  keys = _flat_keys(config)
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -71,31 +110,64 @@ def check_overrides(argv: list[str]) -> None:
       raise UsageError(f"unknown config key {key!r}{hint} (keys here: {', '.join(siblings)})")
 
 
+def parse(argv: list[str]):
+  """``(config, workdir, allow_config_change)`` from the command line; ``UsageError`` if bad.
+
+  The config file runs once; ``--config.a.b=V`` overrides are applied to its (locked) result.
+  """
+  spec, rest = _config_spec(argv)
+  config = load_config(spec)
+  check_overrides(config, rest)
+  if "config" in flags.FLAGS:
+    delattr(flags.FLAGS, "config")
+  holder = config_flags.DEFINE_config_dict("config", config, "experiment config",
+                                           lock_config=True, sys_argv=rest)
+  flags.FLAGS(rest)
+  if not _WORKDIR.value:
+    raise UsageError("missing --workdir=DIR (where metrics, checkpoints and reports go)")
+  return holder.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value
+
+
+def _error(e: BaseException, code: int) -> int:
+  text = str(e).strip()
+  print(f"optlab: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+  return code
+
+
+def _where_results_are(workdir: str) -> str:
+  shown = [name for name in ("summary.json", "metrics.jsonl", os.path.join("report", "loss.png"))
+           if os.path.exists(os.path.join(workdir, name))]
+  return ", ".join(os.path.join(workdir, name) for name in shown)
+
+
 def main(argv: list[str]) -> int:
   try:
-    check_overrides(argv)
-    flags.FLAGS(argv)
-    if not _WORKDIR.value:
-      raise UsageError("missing --workdir=DIR (where metrics, checkpoints and reports go)")
+    config, workdir, allow_config_change = parse(argv)
   except (flags.Error, UsageError) as e:
-    print(f"optlab: error: {str(e).splitlines()[0]}", file=sys.stderr)
-    return EXIT_USAGE
+    return _error(e, EXIT_USAGE)
 
   import training  # after flag parsing: importing JAX is the slow part
 
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # one line on bad input, not library warnings
   try:
-    setup = training.prepare(_CONFIG.value, _WORKDIR.value,
-                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    setup = training.prepare(config, workdir, allow_config_change=allow_config_change)
   except ValueError as e:
-    print(f"optlab: error: {str(e).splitlines()[0]}", file=sys.stderr)
-    return EXIT_USAGE
+    return _error(e, EXIT_USAGE)
   finally:
     logging.set_verbosity(verbosity)
-  summary = training.execute(setup)
+  try:
+    summary = training.execute(setup)
+  except training.WorkdirBusy as e:
+    return _error(e, EXIT_USAGE)
+  except training.CheckpointError as e:
+    return _error(e, EXIT_FAULT)
+  import jax
+  if jax.process_index() == 0:
+    print(f"optlab: {summary['status']} at step {summary['steps']}; results in "
+          f"{_where_results_are(workdir)}", file=sys.stdout)
   if summary["status"] == "diverged":
     print(f"optlab: run diverged by step {summary['steps']} (loss {summary['last_loss']}); "
-          f"see {os.path.join(_WORKDIR.value, 'summary.json')}", file=sys.stderr)
+          f"see {os.path.join(workdir, 'summary.json')}", file=sys.stderr)
     return EXIT_DIVERGED
   return 0

@@ -1,5 +1,13 @@
-"""The training loop: ``prepare`` checks and builds everything (no compilation), ``execute``
-trains, evaluates, logs and checkpoints. ``run(config, workdir)`` does both.
+"""The training loop, in the parts that sweeps, batch ramps and benchmarks reuse.
+
+    setup = prepare(config, workdir)          # training.setup: checks and builds, no compile
+    steps = compile_steps(setup)              # the jitted init, train and eval steps
+    state, position = resume(setup, checkpointer) or fresh_state(setup, steps)
+    train_loop(...)                           # steps, metrics, evals, checkpoints, preemption
+    records.summarize(...)                    # summary.json
+
+``execute(setup)`` runs them all in the workdir under its lock; ``run(config, workdir)`` is
+``execute(prepare(...))``.
 """
 
 import dataclasses
@@ -8,125 +16,112 @@ import json
 import math
 import os
 import signal
-import sys
 import time
-from typing import Any
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
-import data
-import models
-import optimizers
+from training import batches as batches_lib
 from training import mesh as mesh_lib
 from training import records
-from training.checkpointing import Checkpointer
+from training import workdir as workdir_lib
+from training.checkpointing import Checkpointer, is_disk_full
+from training.setup import Setup, init_state, prepare
 from training.state import TrainState
-from training.step import LOSSES, eval_step, train_step
+from training.step import eval_step, train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The compiled programs of a setup and the shardings their batches take.
+
+  ``train(state, batch) -> (state, metrics)`` donates ``state``; ``evaluate(state, batch)``
+  gives weighted sums (``eval_step``); ``init(rng, example_inputs)`` makes a sharded state.
+  """
+
+  init: Callable
+  train: Callable
+  evaluate: Callable
+  batch_sharding: jax.sharding.NamedSharding
+  eval_sharding: jax.sharding.NamedSharding
+  compile_s: float
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def compile_steps(setup: Setup) -> Steps:
+  """Compiles the train and eval steps of ``setup`` once, for its shapes and shardings.
+
+  The train step is ``jax.jit`` of ``train_step`` with the state's shardings in and out and the
+  state donated; ``compile_s`` is the seconds spent compiling both.
+  """
+  cfg, mesh = setup.config, setup.mesh
+  batch_sharding = mesh_lib.batch_sharding(mesh, microbatched=True)
+  eval_sharding = mesh_lib.batch_sharding(mesh, microbatched=False)
+  state_sharding = setup.state_sharding
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                setup.abstract_state, state_sharding)
+  train_example = batches_lib.train_batch(setup.source, 0, cfg.train.global_batch,
+                                          cfg.train.num_microbatches, batch_sharding)
+  t0 = time.perf_counter()
+  train = jax.jit(
+      functools.partial(train_step, model=setup.model, tx=setup.tx, loss_fn=setup.loss_fn),
+      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
+      donate_argnums=0).lower(abstract_state, _abstract(train_example)).compile()
+  evaluate = jax.jit(functools.partial(eval_step, model=setup.model, loss_fn=setup.loss_fn),
+                     in_shardings=(state_sharding, eval_sharding))
+  if cfg.train.eval_every:
+    eval_example = next(batches_lib.eval_batches(setup.source.eval_set(), cfg.train.eval_batch,
+                                                 eval_sharding))
+    evaluate = evaluate.lower(abstract_state, _abstract(eval_example)).compile()
+  compile_s = time.perf_counter() - t0
+  init = jax.jit(functools.partial(init_state, model=setup.model, tx=setup.tx),
+                 out_shardings=state_sharding)
+  return Steps(init=init, train=train, evaluate=evaluate, batch_sharding=batch_sharding,
+               eval_sharding=eval_sharding, compile_s=compile_s)
 
 
 @dataclasses.dataclass
-class Setup:
-  """Everything a run needs, built and checked before anything is compiled."""
+class Position:
+  """Where a run stands besides its state: examples drawn from the stream, seconds trained."""
 
-  config: Any
-  workdir: str
-  source: Any
-  model: Any
-  tx: optax.GradientTransformationExtraArgs
-  loss_fn: Any
-  mesh: jax.sharding.Mesh
-  abstract_state: TrainState
-  state_sharding: Any
-  num_params: int
-  flops_per_example: float
+  examples_seen: int = 0
+  time_s: float = 0.0
+
+  def as_meta(self) -> dict:
+    return {"examples_seen": self.examples_seen, "time_s": self.time_s}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def resume(setup: Setup, checkpointer: Checkpointer) -> tuple[TrainState, Position] | None:
+  """The state and position of the newest readable checkpoint, or ``None`` if there is none."""
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          setup.abstract_state, setup.state_sharding)
+  restored = checkpointer.restore(abstract)
+  if restored is None:
+    return None
+  state, meta = restored
+  return state, Position(int(meta["examples_seen"]), float(meta["time_s"]))
 
 
-def _check_workdir(config, workdir: str, allow_config_change: bool) -> None:
-  path = os.path.join(workdir, "config.json")
-  if allow_config_change or not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-  if changed:
-    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
-    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-    raise ValueError(f"workdir {workdir} holds a run of a different config ({shown}{more}); "
-                     f"use a new --workdir, or pass --allow_config_change to continue it")
+def fresh_state(setup: Setup, steps: Steps) -> tuple[TrainState, Position]:
+  """The initial state (from ``config.seed``), sharded, at position 0."""
+  example = setup.source.examples(0, 1)["inputs"]
+  return steps.init(jax.random.PRNGKey(setup.config.seed), example), Position()
 
 
-def _check_batch(config, num_devices: int, num_processes: int) -> None:
-  batch, micro = config.train.global_batch, config.train.num_microbatches
-  if micro < 1 or batch % micro:
-    raise ValueError(f"train.global_batch={batch} is not divisible by "
-                     f"train.num_microbatches={micro}")
-  per_micro = batch // micro
-  if per_micro % num_devices:
-    raise ValueError(f"global batch {batch} in {micro} microbatch(es) of {per_micro} is not "
-                     f"divisible by the {num_devices} data-parallel devices; choose "
-                     f"train.global_batch as a multiple of {num_devices * micro}")
-  eval_batch = config.train.eval_batch
-  if eval_batch % num_devices:
-    raise ValueError(f"train.eval_batch={eval_batch} is not divisible by the {num_devices} "
-                     f"devices; choose a multiple of {num_devices}")
-  del num_processes
+def evaluate(steps: Steps, state: TrainState, eval_set: dict, eval_batch: int) -> dict:
+  """``eval_<metric>`` means over the whole evaluation set (padding rows weigh 0)."""
+  sums = [steps.evaluate(state, b)
+          for b in batches_lib.eval_batches(eval_set, eval_batch, steps.eval_sharding)]
+  sums = jax.device_get(sums)
+  count = sum(s["count"] for s in sums)
+  return {f"eval_{key[:-len('_sum')]}": float(sum(s[key] for s in sums) / count)
+          for key in sums[0] if key.endswith("_sum")}
 
 
-def init_state(rng, example_inputs, *, model, tx) -> TrainState:
-  init_rng, state_rng = jax.random.split(rng)
-  variables = model.init(init_rng, example_inputs, train=False)
-  params = variables.pop("params")
-  return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=state_rng, model_state=dict(variables))
-
-
-def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup:
-  """Checks the config against the data, model, optimizer and devices; builds them all.
-
-  Raises ``ValueError`` with a one-line message for any bad input. Nothing is compiled:
-  the state is initialised abstractly with ``jax.eval_shape``.
-  """
-  mesh_lib.initialize_distributed(config.distributed)
-  _check_workdir(config, workdir, allow_config_change)
-  if config.loss not in LOSSES:
-    raise ValueError(f"unknown loss {config.loss!r}: valid names are {', '.join(sorted(LOSSES))}")
-  if config.train.steps < 1:
-    raise ValueError(f"train.steps={config.train.steps} must be >= 1")
-  model = models.build(config.model)
-  mesh = mesh_lib.make_mesh(config.mesh.fsdp)
-  _check_batch(config, mesh.devices.size, jax.process_count())
-  source = data.build(config.data, seed=config.seed)
-  example = source.examples(0, 1)["inputs"]
-  one_example = jax.tree.map(lambda x: x[0], example)
-  rng = jax.random.PRNGKey(config.seed)
-  abstract_params = jax.eval_shape(
-      lambda r: model.init(r, example, train=False), rng)["params"]
-  tx = optimizers.build(config.optimizer, total_steps=config.train.steps,
-                        param_labels=models.param_roles)
-  abstract_state = jax.eval_shape(functools.partial(init_state, model=model, tx=tx), rng, example)
-  return Setup(
-      config=config, workdir=workdir, source=source, model=model, tx=tx,
-      loss_fn=LOSSES[config.loss], mesh=mesh, abstract_state=abstract_state,
-      state_sharding=mesh_lib.state_shardings(abstract_state, mesh),
-      num_params=sum(x.size for x in jax.tree.leaves(abstract_params)),
-      flops_per_example=float(model.flops_per_example(one_example)))
-
-
-class _Preemption:
+class Preemption:
   """Turns SIGTERM into a flag that the loop checks after each step."""
 
   def __init__(self):
@@ -149,183 +144,138 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _local_rows(count: int) -> tuple[int, int]:
-  """The slice of ``count`` global rows that this process feeds."""
-  per_process = count // jax.process_count()
-  return jax.process_index() * per_process, per_process
+@dataclasses.dataclass
+class LoopResult:
+  status: str  # ok | diverged | preempted
+  state: TrainState
+  step: int
+  position: Position
+  last_record: dict
+  step_time_s: float | None  # steady-state seconds per step (from the second step on)
 
 
-def _train_batch(source, start: int, global_batch: int, num_micro: int, sharding):
-  """Global examples ``start .. start + global_batch`` as an (M, b, ...) sharded batch."""
-  per_micro = global_batch // num_micro
-  offset, local = _local_rows(per_micro)
-  parts = [source.examples(start + m * per_micro + offset, local) for m in range(num_micro)]
-  arrays = jax.tree.map(lambda *xs: np.stack(xs), *parts)
-  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(
-      sharding, v, (num_micro, per_micro) + v.shape[2:]), arrays)
+def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position, *,
+               checkpointer: Checkpointer, writer: records.MetricWriter,
+               progress: records.Progress, preemption: Preemption) -> LoopResult:
+  """Trains from ``state`` to ``train.steps``: logs, evaluates and checkpoints on schedule.
 
-
-def _eval_batches(eval_set: dict, eval_batch: int, sharding):
-  """The evaluation set in batches of ``eval_batch`` rows; padding rows get weight 0."""
-  n = len(jax.tree.leaves(eval_set["targets"])[0])
-  offset, local = _local_rows(eval_batch)
-  for begin in range(0, n, eval_batch):
-    rows = np.arange(begin + offset, begin + offset + local)
-    real = (rows < n).astype(np.float32)
-    rows = np.minimum(rows, n - 1)
-    batch = jax.tree.map(lambda v, rows=rows: v[rows], eval_set)
-    weights = batch.get("weights")
-    batch["weights"] = real if weights is None else (
-        weights * real.reshape((-1,) + (1,) * (weights.ndim - 1)))
-    yield jax.tree.map(lambda v: jax.make_array_from_process_local_data(
-        sharding, v, (eval_batch,) + v.shape[1:]), batch)
-
-
-def _progress(total: int, initial: int):
-  from tqdm import tqdm
-  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-              disable=not sys.stderr.isatty() or jax.process_index() != 0)
-
-
-def _tail_mean(history: list[dict], key: str, fraction: float = 0.1) -> float | None:
-  """Mean of ``key`` over the last ``fraction`` of the logged steps (at least one)."""
-  values = [r[key] for r in history if isinstance(r.get(key), float)]
-  if not values:
-    return None
-  tail = values[-max(1, int(round(fraction * len(values)))):]
-  return float(np.mean(tail))
-
-
-def execute(setup: Setup) -> dict:
-  """Trains from the newest checkpoint in the workdir (or from scratch); returns the summary."""
-  cfg, workdir, source = setup.config, setup.workdir, setup.source
-  is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    records.write_json(os.path.join(workdir, "config.json"),
-                       json.loads(cfg.to_json_best_effort()))
-  writer = records.MetricWriter(workdir, tensorboard=cfg.tensorboard, enabled=is_main)
-  checkpointer = Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints)
-  mesh, state_sharding = setup.mesh, setup.state_sharding
-  batch_sharding = mesh_lib.batch_sharding(mesh, microbatched=True)
-  eval_sharding = mesh_lib.batch_sharding(mesh, microbatched=False)
+  Metrics are fetched one step late, so the host never waits for the device except at the
+  first step (timed apart: it includes the first dispatch) and at checkpoints. A loss that is
+  not finite or above ``train.divergence_loss`` stops the run as ``diverged``.
+  """
+  cfg, source = setup.config, setup.source
   total, batch, micro = cfg.train.steps, cfg.train.global_batch, cfg.train.num_microbatches
   tokens_per_example = source.tokens_per_example
-
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          setup.abstract_state, state_sharding)
-  restored = checkpointer.restore(abstract)
-  if restored is None:
-    example = source.examples(0, 1)["inputs"]
-    init = jax.jit(functools.partial(init_state, model=setup.model, tx=setup.tx),
-                   out_shardings=state_sharding)
-    state, meta = init(jax.random.PRNGKey(cfg.seed), example), {"examples_seen": 0, "time_s": 0.0}
-  else:
-    state, meta = restored
-  start = int(state.step)
-  examples_seen, time_offset = int(meta["examples_seen"]), float(meta["time_s"])
-  writer.truncate_after(start)
-
-  step_fn = jax.jit(
-      functools.partial(train_step, model=setup.model, tx=setup.tx, loss_fn=setup.loss_fn),
-      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-      donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, model=setup.model, loss_fn=setup.loss_fn),
-                    in_shardings=(state_sharding, eval_sharding))
-  eval_set = source.eval_set()
-
-  def evaluate(state) -> dict:
-    sums = [eval_fn(state, b) for b in _eval_batches(eval_set, cfg.train.eval_batch, eval_sharding)]
-    sums = jax.device_get(sums)
-    count = sum(s["count"] for s in sums)
-    return {f"eval_{key[:-len('_sum')]}": float(sum(s[key] for s in sums) / count)
-            for key in sums[0] if key.endswith("_sum")}
-
-  def meta_now(elapsed):
-    return {"examples_seen": examples_seen, "time_s": elapsed}
-
+  eval_set = source.eval_set() if cfg.train.eval_every else None
   status, pending, last_record = "ok", [], {}
-  first_step_done, t_steady, steady_steps = None, 0.0, 0
-  t0 = time.perf_counter()
+  first_step_done, step_time = None, None
+  start = step = int(state.step)
+  t0, time_offset = time.perf_counter(), position.time_s
   elapsed = lambda: time_offset + time.perf_counter() - t0
 
-  def flush(bar):
+  def flush():
     nonlocal status, last_record
     for record in jax.device_get(pending):
-      bar.set_postfix(loss=f"{float(record['loss']):.3f}", refresh=False)
       loss = float(record["loss"])
       if not math.isfinite(loss) or loss > cfg.train.divergence_loss:
         status = "diverged"
       writer.write(record)
+      progress.record(record)
       last_record = record
     pending.clear()
 
-  with _Preemption() as preemption, _progress(total, start) as bar:
-    step = start
-    while step < total and status == "ok":
-      batch_arrays = _train_batch(source, examples_seen, batch, micro, batch_sharding)
-      state, metrics = step_fn(state, batch_arrays)
-      step += 1
-      examples_seen += batch
-      flush(bar)  # the previous log step's metrics are ready by now: fetch them one step late
-      if first_step_done is None:
-        jax.block_until_ready(metrics["loss"])
-        first_step_done = time.perf_counter()
-      if step % cfg.train.log_every == 0 or step == total:
-        record = {"step": step, **metrics, "examples_seen": examples_seen,
-                  "time_s": elapsed()}
-        if tokens_per_example:
-          record["tokens_seen"] = examples_seen * tokens_per_example
-        if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == total):
-          record.update(evaluate(state))
-        pending.append(record)
-      bar.update(1)
-      if preemption.requested:
-        status = "preempted"
-        break
-      if step % cfg.train.checkpoint_every == 0 and step < total:
-        checkpointer.save(step, state, meta_now(elapsed()))
-    flush(bar)
-    jax.block_until_ready(state)
-    if first_step_done is not None:
-      t_steady, steady_steps = time.perf_counter() - first_step_done, step - start - 1
-    if status != "diverged":
-      checkpointer.save(step, state, meta_now(elapsed()))
-  checkpointer.close()
-  writer.close()
+  while step < total and status == "ok":
+    batch_arrays = batches_lib.train_batch(source, position.examples_seen, batch, micro,
+                                           steps.batch_sharding)
+    state, metrics = steps.train(state, batch_arrays)
+    step += 1
+    position.examples_seen += batch
+    flush()  # the previous log step's metrics are ready by now: fetch them one step late
+    if first_step_done is None:
+      jax.block_until_ready(metrics["loss"])
+      first_step_done = time.perf_counter()
+    if step % cfg.train.log_every == 0 or step == total:
+      record = {"step": step, **metrics, "examples_seen": position.examples_seen,
+                "time_s": elapsed()}
+      if tokens_per_example:
+        record["tokens_seen"] = position.examples_seen * tokens_per_example
+      if eval_set is not None and (step % cfg.train.eval_every == 0 or step == total):
+        record.update(evaluate(steps, state, eval_set, cfg.train.eval_batch))
+      pending.append(record)
+    progress.update(1)
+    if preemption.requested:
+      status = "preempted"
+      break
+    if step % cfg.train.checkpoint_every == 0 and step < total:
+      position.time_s = elapsed()
+      checkpointer.save(step, state, position.as_meta())
+  flush()
+  jax.block_until_ready(state)
+  if first_step_done is not None and step - start > 1:
+    step_time = (time.perf_counter() - first_step_done) / (step - start - 1)
+  position.time_s = elapsed()
+  return LoopResult(status=status, state=state, step=step, position=position,
+                    last_record=last_record, step_time_s=step_time)
 
-  metrics_history = records.read_metrics(workdir) if is_main else []
-  evals = [r["eval_loss"] for r in metrics_history if "eval_loss" in r]
-  step_time = t_steady / steady_steps if steady_steps > 0 else None
-  summary = {
-      "status": status,
-      "steps": step,
-      "final_loss": _tail_mean(metrics_history, "loss") if is_main else last_record.get("loss"),
-      "last_loss": last_record.get("loss"),
-      "final_eval_loss": evals[-1] if evals else None,
-      "best_eval_loss": min(evals) if evals else None,
-      "final_eval_accuracy": next((r["eval_accuracy"] for r in reversed(metrics_history)
-                                   if "eval_accuracy" in r), None),
-      "examples_seen": examples_seen,
-      "tokens_seen": examples_seen * tokens_per_example if tokens_per_example else None,
-      "num_params": setup.num_params,
-      "flops_per_example": setup.flops_per_example,
-      "step_time_s": step_time,
-      "examples_per_s": batch / step_time if step_time else None,
-      "tokens_per_s": batch * tokens_per_example / step_time if step_time and tokens_per_example
-                      else None,
-      "model_flops_per_s": batch * setup.flops_per_example / step_time if step_time else None,
-      "wall_time_s": elapsed(),
-      "data": source.info,
-      "devices": jax.device_count(),
-      "processes": jax.process_count(),
-      "jax_version": jax.__version__,
-  }
+
+def summarize(setup: Setup, result: LoopResult) -> dict:
+  """Writes ``summary.json`` and ``report/loss.png`` (first process) and returns the summary."""
+  cfg, workdir, source = setup.config, setup.workdir, setup.source
+  is_main = jax.process_index() == 0
+  history = records.read_metrics(workdir) if is_main else []
+  summary = records.summarize(
+      status=result.status, steps=result.step, examples_seen=result.position.examples_seen,
+      history=history, last_record=result.last_record, step_time_s=result.step_time_s,
+      wall_time_s=result.position.time_s, global_batch=cfg.train.global_batch,
+      tokens_per_example=source.tokens_per_example, num_params=setup.num_params,
+      flops_per_example=setup.flops_per_example, data_info=source.info,
+      devices=jax.device_count(), processes=jax.process_count(), jax_version=jax.__version__)
   if is_main:
     records.write_json(os.path.join(workdir, "summary.json"), summary)
-    if metrics_history:
-      records.plot_loss(workdir, metrics_history, f"{cfg.model.name} / {cfg.optimizer.name}")
+    if history:
+      records.plot_loss(workdir, history, f"{cfg.model.name} / {cfg.optimizer.name}")
   return summary
+
+
+def execute(setup: Setup) -> dict:
+  """Trains from the newest checkpoint in the workdir (or from scratch); returns the summary.
+
+  Raises ``workdir.WorkdirBusy`` (another live run holds the workdir) or
+  ``checkpointing.CheckpointError`` (no checkpoint readable, or one could not be saved) with a
+  one-line message; the workdir is left resumable.
+  """
+  cfg, workdir = setup.config, setup.workdir
+  is_main = jax.process_index() == 0
+  with workdir_lib.Lock(workdir, enabled=is_main):
+    checkpointer = Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints,
+                                state_bytes=setup.state_bytes)
+    writer = None
+    try:
+      resumed = resume(setup, checkpointer)
+      if is_main:
+        records.write_json(os.path.join(workdir, "config.json"),
+                           json.loads(cfg.to_json_best_effort()))
+      writer = records.MetricWriter(workdir, tensorboard=cfg.tensorboard, enabled=is_main)
+      steps = compile_steps(setup)
+      state, position = resumed or fresh_state(setup, steps)
+      writer.truncate_after(int(state.step))
+      with Preemption() as preemption, records.Progress(
+          cfg.train.steps, int(state.step), enabled=is_main) as progress:
+        result = train_loop(setup, steps, state, position, checkpointer=checkpointer,
+                            writer=writer, progress=progress, preemption=preemption)
+      if result.status != "diverged":
+        checkpointer.save(result.step, result.state, result.position.as_meta())
+      checkpointer.wait()
+      writer.close()
+      return summarize(setup, result)
+    except OSError as e:  # the metrics, the summary or the plot; the checkpoints are intact
+      if is_disk_full(e):
+        raise checkpointer.disk_full_error(f"the run's records in {workdir}") from None
+      raise
+    finally:
+      if writer is not None:
+        writer.close()
+      checkpointer.close()
 
 
 def run(config, workdir: str, *, allow_config_change: bool = False) -> dict:

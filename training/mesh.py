@@ -42,10 +42,6 @@ def batch_sharding(mesh: Mesh, *, microbatched: bool) -> NamedSharding:
   return NamedSharding(mesh, P(None, BATCH_AXES) if microbatched else P(BATCH_AXES))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
 def initialize_distributed(cfg) -> None:
   """Starts JAX's multi-controller runtime when ``cfg.initialize`` is set.
 

@@ -1,8 +1,17 @@
-"""What a run leaves in its workdir: metrics.jsonl, summary.json, TensorBoard events, plots."""
+"""What a run leaves in its workdir and shows while it trains.
+
+``metrics.jsonl`` (one object per logged step), ``summary.json`` (``summarize``), TensorBoard
+events, ``report/loss.png``; and the progress: a bar on a terminal, one line per logged step
+(at most every few seconds) when the output goes to a file.
+"""
 
 import json
 import math
 import os
+import sys
+import time
+
+import numpy as np
 
 
 def _plain(value):
@@ -28,8 +37,8 @@ class MetricWriter:
     """Drops records past ``step``: after a resume they are written again."""
     if not self.enabled or not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    kept = [json.dumps(r) + "\n" for r in read_metrics(os.path.dirname(self.path))
+            if r["step"] <= step]
     with open(self.path, "w") as f:
       f.writelines(kept)
 
@@ -47,14 +56,24 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """The records of ``DIR/metrics.jsonl``; a last line cut short by a killed run is skipped."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        break  # written up to a kill: this step and any after it are written again
+  return records
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -88,3 +107,96 @@ def plot_loss(workdir: str, records: list[dict], title: str) -> str:
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
+
+
+def tail_mean(history: list[dict], key: str, fraction: float = 0.1) -> float | None:
+  """Mean of ``key`` over the last ``fraction`` of the logged steps (at least one)."""
+  values = [r[key] for r in history if isinstance(r.get(key), float)]
+  if not values:
+    return None
+  tail = values[-max(1, int(round(fraction * len(values)))):]
+  return float(np.mean(tail))
+
+
+def summarize(*, status: str, steps: int, examples_seen: int, history: list[dict],
+              last_record: dict, step_time_s: float | None, wall_time_s: float,
+              global_batch: int, tokens_per_example: int, num_params: int,
+              flops_per_example: float, data_info: dict, devices: int, processes: int,
+              jax_version: str) -> dict:
+  """The contents of ``summary.json``: status, final and best losses, throughput, identity.
+
+  ``final_loss`` is the mean training loss over the last 10% of logged steps (less noisy than
+  the last one, ``last_loss``); ``history`` is the run's ``metrics.jsonl``.
+  """
+  evals = [r["eval_loss"] for r in history if "eval_loss" in r]
+  per_s = lambda amount: amount / step_time_s if step_time_s else None
+  return {
+      "status": status,
+      "steps": steps,
+      "final_loss": tail_mean(history, "loss") if history else last_record.get("loss"),
+      "last_loss": last_record.get("loss"),
+      "final_eval_loss": evals[-1] if evals else None,
+      "best_eval_loss": min(evals) if evals else None,
+      "final_eval_accuracy": next((r["eval_accuracy"] for r in reversed(history)
+                                   if "eval_accuracy" in r), None),
+      "examples_seen": examples_seen,
+      "tokens_seen": examples_seen * tokens_per_example if tokens_per_example else None,
+      "num_params": num_params,
+      "flops_per_example": flops_per_example,
+      "step_time_s": step_time_s,
+      "examples_per_s": per_s(global_batch),
+      "tokens_per_s": per_s(global_batch * tokens_per_example) if tokens_per_example else None,
+      "model_flops_per_s": per_s(global_batch * flops_per_example),
+      "wall_time_s": wall_time_s,
+      "data": data_info,
+      "devices": devices,
+      "processes": processes,
+      "jax_version": jax_version,
+  }
+
+
+class Progress:
+  """Shows a run's progress: a tqdm bar when stderr is a terminal; a plain line per logged step
+  (every ``every_s`` seconds at most, and the last step) on stdout when it is a file or a pipe,
+  so that a log file shows the run too. ``enabled=False`` (all processes but the first) shows
+  nothing.
+  """
+
+  def __init__(self, total: int, initial: int, *, enabled: bool = True, every_s: float = 10.0,
+               lines=None, bar=None):
+    self.total = total
+    lines = sys.stdout if lines is None else lines
+    bar = sys.stderr if bar is None else bar
+    self._lines = lines if enabled and not lines.isatty() else None
+    self._every_s, self._last_line = every_s, -math.inf
+    self._bar = None
+    if enabled and bar.isatty():
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=bar)
+
+  def __enter__(self):
+    return self
+
+  def update(self, steps: int = 1) -> None:
+    if self._bar is not None:
+      self._bar.update(steps)
+
+  def record(self, record: dict) -> None:
+    """Shows a logged record: as the bar's postfix, or as a line if enough time has passed."""
+    loss = float(record["loss"])
+    if self._bar is not None:
+      self._bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+    if self._lines is None:
+      return
+    if time.monotonic() - self._last_line < self._every_s and record["step"] < self.total:
+      return
+    self._last_line = time.monotonic()
+    evals = "".join(f"  {k} {record[k]:.4f}" for k in ("eval_loss", "eval_accuracy")
+                    if isinstance(record.get(k), float))
+    print(f"step {record['step']}/{self.total} ({100 * record['step'] / self.total:.0f}%)  "
+          f"loss {loss:.4f}{evals}  {record.get('time_s', 0.0):.1f} s",
+          file=self._lines, flush=True)
+
+  def __exit__(self, *exc):
+    if self._bar is not None:
+      self._bar.close()

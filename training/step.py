@@ -11,6 +11,7 @@ per-device shape. The step is pure; bind the static pieces with ``functools.part
 import jax
 import jax.numpy as jnp
 import optax
+from optax import contrib
 
 import models
 import optimizers
@@ -128,12 +129,40 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn):
   return new_state, metrics
 
 
+def _is_schedule_free(node) -> bool:
+  return isinstance(node, contrib.ScheduleFreeState)
+
+
+def eval_params(params, opt_state):
+  """The point to evaluate: the schedule-free average where the optimizer keeps one, else params.
+
+  Schedule-free methods train at an interpolation y of the average x and the base iterate z;
+  their loss is to be measured at x (``optax.contrib.schedule_free_eval_params``). In a
+  per-role partition only the schedule-free group's leaves move to x; ``z`` holds
+  ``optax.MaskedNode`` for the others.
+  """
+  for node in jax.tree.leaves(opt_state, is_leaf=_is_schedule_free):
+    if not _is_schedule_free(node):
+      continue
+    z_leaves = jax.tree.leaves(node.z, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    if not any(isinstance(z, optax.MaskedNode) for z in z_leaves):
+      params = contrib.schedule_free_eval_params(node, params)
+      continue
+    y_leaves, treedef = jax.tree.flatten(params)
+    params = treedef.unflatten([
+        y if isinstance(z, optax.MaskedNode) else (y - (1.0 - node.b1) * z) / node.b1
+        for y, z in zip(y_leaves, z_leaves, strict=True)])
+  return params
+
+
 def eval_step(state: TrainState, batch, *, model, loss_fn):
   """Weighted sums of the loss and of each aux metric over ``batch``, and the weight total.
 
-  ``batch["weights"]`` is 0 on the padding that fills the last batch of an evaluation set.
+  ``batch["weights"]`` is 0 on the padding that fills the last batch of an evaluation set. The
+  model is evaluated at ``eval_params`` (the schedule-free average for those methods).
   """
-  loss, (aux, _) = loss_fn(state.params, state.model_state, batch, state.rng, model=model,
+  params = eval_params(state.params, state.opt_state)
+  loss, (aux, _) = loss_fn(params, state.model_state, batch, state.rng, model=model,
                            train=False)
   total = batch["weights"].astype(jnp.float32).sum()
   return {"loss_sum": loss * total, "count": total,
