@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from data.source import check_int, check_number
+
 
 class ShuffledArrays:
   """A classification set held in memory (``_x``, ``_y``, ``_x_test``, ``_y_test``, ``seed``).
@@ -10,7 +12,6 @@ class ShuffledArrays:
   ``default_rng((seed, epoch))``, so any position of the stream is one integer.
   """
 
-  task = "classification"
   tokens_per_example = 0
 
   def _perm(self, epoch: int) -> np.ndarray:
@@ -36,11 +37,17 @@ class Digits(ShuffledArrays):
   """
 
   def __init__(self, *, seed: int, test_fraction: float = 0.2, eval_examples: int = 0):
+    check_number("test_fraction", test_fraction, low=0.0, high=1.0, low_open=True,
+                 high_open=True, hint=" (share of the 1797 images held out)")
+    check_int("eval_examples", eval_examples, low=0, hint=" (ignored: the test split is used)")
     del eval_examples  # the whole test split is evaluated
     from sklearn.datasets import load_digits
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
+    if not 0 < n_test < len(y):
+      raise ValueError(f"data.test_fraction={test_fraction} holds out {n_test} of {len(y)} "
+                       f"images: set it so that both splits are non-empty (e.g. 0.2)")
     x = (x / 16.0).astype(np.float32)
     self._x, self._y = x[order[n_test:]], y[order[n_test:]].astype(np.int32)
     self._x_test, self._y_test = x[order[:n_test]], y[order[:n_test]].astype(np.int32)

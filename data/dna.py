@@ -7,10 +7,10 @@ find is known exactly; ``TfdsDNA`` reads TFDS ``genomics_ood`` (bacterial genome
 base).
 """
 
-import grain
 import numpy as np
 
-from data.tfds_source import open_split
+from data.source import check_choice, check_eval_examples, check_int, check_number
+from data.tfds_source import TfdsSource
 
 SYMBOLS = "ACGTN"
 N_SYMBOL = 4
@@ -28,9 +28,9 @@ def encode(sequence: str | bytes) -> np.ndarray:
   return _BYTE_TO_SYMBOL[np.frombuffer(raw, np.uint8)]
 
 
-def _check_task(task: str):
-  if task not in TASKS:
-    raise ValueError(f"data.task={task!r}: valid are {list(TASKS)}")
+def _check_task_and_length(task: str, seq_len: int):
+  check_choice("task", task, TASKS)
+  check_int("seq_len", seq_len, low=1, hint=" (bases per model input)")
 
 
 class DNAMotifs:
@@ -56,15 +56,18 @@ class DNAMotifs:
                num_motifs: int = 4, motif_len: int = 8, copies: int = 1,
                mutation_rate: float = 0.0, n_rate: float = 0.01, motif_seed: int = 0,
                eval_examples: int = 512):
-    _check_task(task)
+    _check_task_and_length(task, seq_len)
+    check_int("num_motifs", num_motifs, low=1)
+    check_int("copies", copies, low=1, hint=" (motif occurrences per sequence)")
+    check_int("motif_len", motif_len, low=1, hint=" (bases per motif)")
     extra = 1 if task == "next_token" else 0
     if motif_len > seq_len + extra:
-      raise ValueError(f"data.motif_len={motif_len} does not fit in data.seq_len={seq_len}")
-    if num_motifs < 1 or copies < 1:
-      raise ValueError(f"data.num_motifs={num_motifs} and data.copies={copies} must be >= 1")
-    if not (0.0 <= mutation_rate <= 1.0 and 0.0 <= n_rate <= 1.0):
-      raise ValueError(f"data.mutation_rate={mutation_rate} and data.n_rate={n_rate} must lie "
-                       f"in [0, 1]")
+      raise ValueError(f"data.motif_len={motif_len} does not fit in data.seq_len={seq_len}: "
+                       f"set data.motif_len <= {seq_len + extra} or a longer data.seq_len")
+    check_number("mutation_rate", mutation_rate, low=0.0, high=1.0)
+    check_number("n_rate", n_rate, low=0.0, high=1.0)
+    check_int("motif_seed", motif_seed, low=0)
+    check_eval_examples(eval_examples)
     self.task, self.seq_len, self.seed = task, seq_len, seed
     self.num_motifs, self.motif_len, self.copies = num_motifs, motif_len, copies
     self.mutation_rate, self.n_rate, self.eval_examples = mutation_rate, n_rate, eval_examples
@@ -114,7 +117,7 @@ class DNAMotifs:
     return self._batch([(1, j) for j in range(self.eval_examples)])
 
 
-class TfdsDNA:
+class TfdsDNA(TfdsSource):
   """TFDS ``genomics_ood`` through ``tfds.data_source`` (array_record, no TensorFlow) and grain.
 
   The ``seq`` string becomes symbols (``encode``), cut or padded with N to the fixed length.
@@ -128,27 +131,21 @@ class TfdsDNA:
     ``seq_len`` may be at most 249 on the real 250-base fragments); target positions past the
     end of a shorter sequence get weight 0.
 
-  As in ``TfdsImages``, training example ``i`` is ``dataset[i]`` of grain's lazily shuffled,
-  repeated view: the stream position is one integer.
+  As in every ``TfdsSource``, training example ``i`` is element ``i`` of grain's lazily
+  shuffled, repeated view: the stream position is one integer.
   """
 
   def __init__(self, *, seed: int, data_dir: str, dataset: str = "genomics_ood",
                task: str = "classification", seq_len: int = 250, num_classes: int = 10,
                train_split: str = "train", eval_split: str = "validation",
                eval_examples: int = 1024):
-    _check_task(task)
-    if dataset == "genomics_ood":
-      # The builder lives in TFDS's legacy ``structured`` package, which TFDS imports lazily:
-      # without this import ``tfds.data_source`` does not know the name.
-      import tensorflow_datasets.structured.genomics_ood  # noqa: F401
+    _check_task_and_length(task, seq_len)
+    check_int("num_classes", num_classes, low=1, hint=" (in-distribution classes)")
     self.task, self.seq_len, self.num_classes = task, seq_len, num_classes
-    train = open_split(dataset, train_split, data_dir)
-    self._eval_source = open_split(dataset, eval_split, data_dir)
-    self._train = grain.MapDataset.source(train).shuffle(seed=seed).repeat().map(self._prepare)
-    self.eval_examples = min(eval_examples, len(self._eval_source))
-    self.info = {"dataset": f"tfds:{dataset}", "task": task, "seq_len": seq_len,
-                 "num_classes": num_classes if task == "classification" else len(SYMBOLS),
-                 "train_examples": len(train), "eval_examples": self.eval_examples}
+    super().__init__(dataset=dataset, data_dir=data_dir, seed=seed, train_split=train_split,
+                     eval_split=eval_split, eval_examples=eval_examples)
+    self.info.update({"task": task, "seq_len": seq_len,
+                      "num_classes": num_classes if task == "classification" else len(SYMBOLS)})
 
   @property
   def tokens_per_example(self) -> int:
@@ -167,13 +164,3 @@ class TfdsDNA:
     # An out-of-range class id would make the cross-entropy NaN even at weight 0: use class 0.
     return {"inputs": seq, "targets": np.asarray(label if known else 0, np.int32),
             "weights": np.asarray(known, np.float32)}
-
-  @staticmethod
-  def _stack(items) -> dict[str, np.ndarray]:
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}
-
-  def examples(self, start: int, count: int) -> dict[str, np.ndarray]:
-    return self._stack([self._train[i] for i in range(start, start + count)])
-
-  def eval_set(self) -> dict[str, np.ndarray]:
-    return self._stack([self._prepare(self._eval_source[i]) for i in range(self.eval_examples)])

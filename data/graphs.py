@@ -7,10 +7,17 @@ symmetric, no self-loops, "node_mask": (N,) float32 1 = real node}``, with N the
 which the models in ``models.gnn`` ignore.
 """
 
-import grain
 import numpy as np
 
-from data.tfds_source import open_split
+from data.source import (
+  check_choice,
+  check_eval_examples,
+  check_int,
+  check_ints,
+  check_number,
+  stack,
+)
+from data.tfds_source import TfdsSource
 
 # OGB's atom features are nine category indices (ogb.utils.features.get_atom_feature_dims):
 # atomic number, chirality, degree, formal charge, H count, radical electrons, hybridisation,
@@ -20,9 +27,11 @@ OGB_NUM_TASKS = 128
 
 
 def _check_sizes(min_nodes: int, max_nodes: int):
-  if not 1 <= min_nodes <= max_nodes:
-    raise ValueError(f"data.min_nodes={min_nodes} and data.max_nodes={max_nodes} must satisfy "
-                     f"1 <= min_nodes <= max_nodes")
+  check_int("min_nodes", min_nodes, low=1, hint=" (nodes of the smallest graph)")
+  check_int("max_nodes", max_nodes, low=1, hint=" (nodes every graph is padded to)")
+  if min_nodes > max_nodes:
+    raise ValueError(f"data.min_nodes={min_nodes} is above data.max_nodes={max_nodes}: set "
+                     f"data.min_nodes <= data.max_nodes")
 
 
 def _symmetric_edges(rng, probs_nxn: np.ndarray) -> np.ndarray:
@@ -38,14 +47,6 @@ def _pad(nodes_nxf: np.ndarray, adjacency_nxn: np.ndarray, max_nodes: int) -> di
   mask = np.zeros(max_nodes, np.float32)
   nodes[:n], adjacency[:n, :n], mask[:n] = nodes_nxf, adjacency_nxn, 1.0
   return {"nodes": nodes, "adjacency": adjacency, "node_mask": mask}
-
-
-def _stack(items) -> dict:
-  """Stacks a list of (possibly nested) example dicts into one batch."""
-  first = items[0]
-  if isinstance(first, dict):
-    return {k: _stack([it[k] for it in items]) for k in first}
-  return np.stack(items)
 
 
 class SBMNodes:
@@ -65,7 +66,6 @@ class SBMNodes:
   ``default_rng((0, seed, i))``, evaluation graph ``j`` from ``default_rng((1, j))``.
   """
 
-  task = "classification"
   tokens_per_example = 0
 
   def __init__(self, *, seed: int, max_nodes: int = 32, min_nodes: int = 16,
@@ -73,8 +73,13 @@ class SBMNodes:
                num_features: int = 8, feature_signal: float = 0.25, task_seed: int = 0,
                eval_examples: int = 256):
     _check_sizes(min_nodes, max_nodes)
-    if not (0.0 <= p_out <= 1.0 and 0.0 <= p_in <= 1.0):
-      raise ValueError(f"data.p_in={p_in} and data.p_out={p_out} must lie in [0, 1]")
+    check_int("num_communities", num_communities, low=2, hint=" (the classes)")
+    check_number("p_in", p_in, low=0.0, high=1.0)
+    check_number("p_out", p_out, low=0.0, high=1.0)
+    check_int("num_features", num_features, low=1)
+    check_number("feature_signal", feature_signal, low=0.0, hint=" (0 = features carry no class)")
+    check_int("task_seed", task_seed, low=0)
+    check_eval_examples(eval_examples)
     self.seed, self.max_nodes, self.min_nodes = seed, max_nodes, min_nodes
     self.num_communities, self.p_in, self.p_out = num_communities, p_in, p_out
     self.feature_signal, self.eval_examples = feature_signal, eval_examples
@@ -100,10 +105,10 @@ class SBMNodes:
     return {"inputs": inputs, "targets": targets, "weights": inputs["node_mask"].copy()}
 
   def examples(self, start: int, count: int) -> dict:
-    return _stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
+    return stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
 
   def eval_set(self) -> dict:
-    return _stack([self._one((1, j)) for j in range(self.eval_examples)])
+    return stack([self._one((1, j)) for j in range(self.eval_examples)])
 
   def feature_only_accuracy(self, batch: dict) -> float:
     """Accuracy of the nearest-class-mean rule on each node's own features (no structure)."""
@@ -131,7 +136,6 @@ class GraphProperties:
   Seeds as in ``SBMNodes``.
   """
 
-  task = "regression"
   tokens_per_example = 0
   TARGETS = ("triangles", "mean_degree")
 
@@ -139,11 +143,13 @@ class GraphProperties:
                min_nodes: int = 6, min_edge_prob: float = 0.1, max_edge_prob: float = 0.5,
                eval_examples: int = 256):
     _check_sizes(min_nodes, max_nodes)
-    if target not in self.TARGETS:
-      raise ValueError(f"data.target={target!r}: valid are {list(self.TARGETS)}")
-    if not 0.0 <= min_edge_prob <= max_edge_prob <= 1.0:
-      raise ValueError(f"data.min_edge_prob={min_edge_prob} and data.max_edge_prob="
-                       f"{max_edge_prob} must satisfy 0 <= min <= max <= 1")
+    check_choice("target", target, self.TARGETS)
+    check_number("min_edge_prob", min_edge_prob, low=0.0, high=1.0)
+    check_number("max_edge_prob", max_edge_prob, low=0.0, high=1.0)
+    if min_edge_prob > max_edge_prob:
+      raise ValueError(f"data.min_edge_prob={min_edge_prob} is above data.max_edge_prob="
+                       f"{max_edge_prob}: set data.min_edge_prob <= data.max_edge_prob")
+    check_eval_examples(eval_examples)
     self.seed, self.target, self.max_nodes, self.min_nodes = seed, target, max_nodes, min_nodes
     self.edge_prob = (min_edge_prob, max_edge_prob)
     self.eval_examples = eval_examples
@@ -169,13 +175,13 @@ class GraphProperties:
             "targets": np.array([value], np.float32)}
 
   def examples(self, start: int, count: int) -> dict:
-    return _stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
+    return stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
 
   def eval_set(self) -> dict:
-    return _stack([self._one((1, j)) for j in range(self.eval_examples)])
+    return stack([self._one((1, j)) for j in range(self.eval_examples)])
 
 
-class TfdsMolPCBA:
+class TfdsMolPCBA(TfdsSource):
   """TFDS ``ogbg_molpcba`` (OGB's 437,929 molecules, 128 bioassays) via ``tfds.data_source``.
 
   Each molecule is padded to ``max_nodes`` atoms: node features are OGB's nine atom
@@ -195,26 +201,19 @@ class TfdsMolPCBA:
   trained on a different molecule.
   """
 
-  task = "classification"
-  tokens_per_example = 0
-
   def __init__(self, *, seed: int, data_dir: str, dataset: str = "ogbg_molpcba",
                max_nodes: int = 64, tasks: tuple[int, ...] = (), train_split: str = "train",
                eval_split: str = "validation", eval_examples: int = 1024):
+    check_int("max_nodes", max_nodes, low=1, hint=" (atoms per padded molecule)")
+    check_ints("tasks", tasks, low=0, high=OGB_NUM_TASKS - 1)
     tasks = tuple(int(t) for t in tasks) or tuple(range(OGB_NUM_TASKS))
-    bad = [t for t in tasks if not 0 <= t < OGB_NUM_TASKS]
-    if bad:
-      raise ValueError(f"data.tasks has {bad}: valid task indices are 0..{OGB_NUM_TASKS - 1}")
     self.max_nodes, self.tasks = max_nodes, np.array(tasks)
     self._offsets = np.cumsum((0,) + OGB_ATOM_FEATURE_DIMS[:-1])
     self._max_index = np.array(OGB_ATOM_FEATURE_DIMS) - 1
-    train = open_split(dataset, train_split, data_dir)
-    self._eval_source = open_split(dataset, eval_split, data_dir)
-    self._train = grain.MapDataset.source(train).shuffle(seed=seed).repeat().map(self._prepare)
-    self.eval_examples = min(eval_examples, len(self._eval_source))
-    self.info = {"dataset": f"tfds:{dataset}", "max_nodes": max_nodes, "num_tasks": len(tasks),
-                 "num_features": sum(OGB_ATOM_FEATURE_DIMS), "train_examples": len(train),
-                 "eval_examples": self.eval_examples}
+    super().__init__(dataset=dataset, data_dir=data_dir, seed=seed, train_split=train_split,
+                     eval_split=eval_split, eval_examples=eval_examples)
+    self.info.update({"max_nodes": max_nodes, "num_tasks": len(tasks),
+                      "num_features": sum(OGB_ATOM_FEATURE_DIMS)})
 
   def _prepare(self, example) -> dict:
     categories = np.asarray(example["node_feat"]).astype(np.int64)
@@ -234,9 +233,3 @@ class TfdsMolPCBA:
     return {"inputs": _pad(nodes, adjacency, self.max_nodes),
             "targets": np.where(present, labels > 0.5, 0).astype(np.int32),
             "weights": present.astype(np.float32)}
-
-  def examples(self, start: int, count: int) -> dict:
-    return _stack([self._train[i] for i in range(start, start + count)])
-
-  def eval_set(self) -> dict:
-    return _stack([self._prepare(self._eval_source[i]) for i in range(self.eval_examples)])

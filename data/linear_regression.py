@@ -16,6 +16,8 @@ preconditioner can help. ``rotate=True`` turns the problem by a fixed random ort
 
 import numpy as np
 
+from data.source import check_bool, check_eval_examples, check_int, check_number
+
 _EVAL_STREAM = 0x0E7A1  # entropy tag that separates evaluation examples from training ones
 
 
@@ -28,17 +30,18 @@ class LinearRegression:
   ``signal_variance``.
   """
 
-  task = "regression"
   tokens_per_example = 0
 
   def __init__(self, *, seed: int, dim: int = 128, spectrum_exponent: float = 1.0,
                target_exponent: float = 1.0, noise_std: float = 0.5,
                signal_variance: float = 1.0, rotate: bool = False, eval_examples: int = 8192):
-    if dim < 1 or eval_examples < 1:
-      raise ValueError(f"data.dim={dim} and data.eval_examples={eval_examples} must be >= 1")
-    if noise_std < 0 or signal_variance <= 0:
-      raise ValueError(f"data.noise_std={noise_std} must be >= 0 and "
-                       f"data.signal_variance={signal_variance} > 0")
+    check_int("dim", dim, low=1, hint=" (input dimension)")
+    check_number("spectrum_exponent", spectrum_exponent, hint=" (eigenvalues i^-alpha)")
+    check_number("target_exponent", target_exponent, hint=" (w*_i ∝ i^-beta)")
+    check_number("noise_std", noise_std, low=0.0, hint=" (label noise; 0 = noiseless)")
+    check_number("signal_variance", signal_variance, low=0.0, low_open=True)
+    check_bool("rotate", rotate)
+    check_eval_examples(eval_examples)
     self.seed, self.dim, self.eval_examples = seed, dim, eval_examples
     self.noise_std = float(noise_std)
     index = np.arange(1, dim + 1, dtype=np.float64)

@@ -15,6 +15,7 @@ import random
 import numpy as np
 
 from data.digits import Digits, ShuffledArrays
+from data.source import check_bool, check_int, check_number
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,10 +46,19 @@ class Mnist1D(ShuffledArrays):
 
   def __init__(self, *, seed: int, num_samples: int = 5000, train_split: float = 0.8,
                generator_seed: int = 42, channel_axis: bool = False, eval_examples: int = 0):
+    check_int("num_samples", num_samples, low=20, hint=" (signals generated; 5000 = published)")
+    check_number("train_split", train_split, low=0.0, high=1.0, low_open=True, high_open=True,
+                 hint=" (fraction of the signals used for training)")
+    made = num_samples // 10 * 10  # the generator makes as many of each of the ten digits
+    n_train = int(made * train_split)  # and splits them so
+    if not 0 < n_train < made:
+      raise ValueError(f"data.train_split={train_split} of data.num_samples={num_samples} leaves "
+                       f"{n_train} for training: set both so that each split is non-empty")
+    check_int("generator_seed", generator_seed, low=0, high=2**32 - 1,
+              hint=" (42 = the published data set)")
+    check_bool("channel_axis", channel_axis)
+    check_int("eval_examples", eval_examples, low=0, hint=" (ignored: the test split is used)")
     del eval_examples  # the whole test split is evaluated
-    if num_samples < 20 or not 0.0 < train_split < 1.0:
-      raise ValueError(f"data.num_samples={num_samples} must be >= 20 and "
-                       f"data.train_split={train_split} in (0, 1)")
     x, y, x_test, y_test = _generate(num_samples, train_split, generator_seed)
     if channel_axis:
       x, x_test = x[..., None], x_test[..., None]

@@ -13,6 +13,8 @@ import zlib
 
 import numpy as np
 
+from data.source import check_eval_examples, check_int
+
 _SKIP_DIRS = {"site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
 
 
@@ -32,10 +34,12 @@ class StdlibBytes:
   any example can be produced on its own, so the position in the stream is a single integer.
   """
 
-  task = "next_token"
-
   def __init__(self, *, seq_len: int, seed: int, validation_every: int = 10,
                eval_examples: int = 64):
+    check_int("seq_len", seq_len, low=1, hint=" (bytes per training sequence)")
+    check_int("validation_every", validation_every, low=2,
+              hint=" (1 would put every file in validation)")
+    check_eval_examples(eval_examples)
     root, files = _corpus_files()
     train, val = [], []
     for path in files:
@@ -55,7 +59,8 @@ class StdlibBytes:
     }
     if self._val.size < (seq_len + 1) * 2:
       raise ValueError(f"data.seq_len={seq_len} is too long for the validation split "
-                       f"({self._val.size} bytes)")
+                       f"({self._val.size} bytes): set a shorter data.seq_len or a smaller "
+                       f"data.validation_every")
 
   @property
   def tokens_per_example(self) -> int:

@@ -24,16 +24,12 @@ of the evaluation split, in stored order, and cuts them into consecutive, non-ov
 windows: the same set whatever the seed.
 """
 
-import importlib
-
-import grain
 import numpy as np
 
-from data.tfds_source import open_split
+from data.source import check_eval_examples, check_int, check_str
+from data.tfds_source import open_splits
 
 EOS = 0  # byte that ends every document
-# Builders that TFDS registers only once their module is imported (legacy ``tfds.text`` ones).
-_BUILDER_MODULES = {"c4": "tensorflow_datasets.text.c4"}
 
 
 def _text_feature(source, dataset: str, requested: str) -> str:
@@ -76,23 +72,20 @@ class TfdsText:
     eval_examples: evaluation windows (fewer if the evaluation split is shorter).
   """
 
-  task = "next_token"
-
   def __init__(self, *, dataset: str, data_dir: str, seq_len: int, seed: int,
                train_split: str = "train", eval_split: str = "validation",
                text_feature: str = "", docs_per_chunk: int = 512,
                max_chunk_bytes: int = 1 << 20, examples_per_chunk: int = 128,
                eval_examples: int = 64):
-    if min(seq_len, docs_per_chunk, max_chunk_bytes, examples_per_chunk, eval_examples) < 1:
-      raise ValueError(f"data.seq_len={seq_len}, docs_per_chunk={docs_per_chunk}, "
-                       f"max_chunk_bytes={max_chunk_bytes}, examples_per_chunk="
-                       f"{examples_per_chunk} and eval_examples={eval_examples} must be >= 1")
-    if dataset in _BUILDER_MODULES:
-      importlib.import_module(_BUILDER_MODULES[dataset])
-    train = open_split(dataset, train_split, data_dir)
-    eval_source = open_split(dataset, eval_split, data_dir)
+    check_int("seq_len", seq_len, low=1, hint=" (bytes per training sequence)")
+    check_int("docs_per_chunk", docs_per_chunk, low=1)
+    check_int("max_chunk_bytes", max_chunk_bytes, low=1)
+    check_int("examples_per_chunk", examples_per_chunk, low=1)
+    check_eval_examples(eval_examples)
+    check_str("text_feature", text_feature, what='a feature name ("" = text or the only one)')
+    train, self._docs, eval_source = open_splits(
+        dataset, data_dir, train_split=train_split, eval_split=eval_split, seed=seed)
     self._feature = _text_feature(train, dataset, text_feature)
-    self._docs = grain.MapDataset.source(train).shuffle(seed=seed).repeat()
     self.seq_len, self.seed = seq_len, seed
     self.docs_per_chunk, self.max_chunk_bytes = docs_per_chunk, max_chunk_bytes
     self.examples_per_chunk = examples_per_chunk
@@ -105,7 +98,8 @@ class TfdsText:
     count = min(eval_examples, size // window)
     if count == 0:
       raise ValueError(f"data.seq_len={seq_len} is too long for the {eval_split!r} split of "
-                       f"{dataset} ({size} bytes in {read} documents)")
+                       f"{dataset} ({size} bytes in {read} documents): set a shorter "
+                       f"data.seq_len or another data.eval_split")
     eval_bytes = np.concatenate(parts)[:count * window].reshape(count, window).astype(np.int32)
     self._eval = {"inputs": eval_bytes[:, :-1], "targets": eval_bytes[:, 1:]}
     self.info = {

@@ -21,11 +21,12 @@ Pixels are scaled to [0, 1] and normalised per channel by ``mean`` and ``std``.
 """
 
 import math
+import numbers
 
-import grain
 import numpy as np
 
-from data.tfds_source import open_split
+from data.source import check_choice, check_int, check_number
+from data.tfds_source import TfdsSource
 
 AUGMENTS = ("none", "crop_flip", "inception")
 
@@ -51,56 +52,66 @@ def _resize(image_HxWxC: np.ndarray, box: tuple[float, float, float, float], siz
   return out[..., None] if gray else out
 
 
-class TfdsVision:
-  """Image classification from TFDS with per-example augmentation (see the module docstring)."""
+def _check_channel_stats(key: str, value, *, positive: bool) -> None:
+  """``value`` is None (the data set's known statistics), a number, or a list of numbers."""
+  values = value if isinstance(value, (list, tuple)) else (value,)
+  if value is None or (values and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                      and math.isfinite(v) and (v > 0 or not positive)
+                                      for v in values)):
+    return
+  if positive:
+    need, example = "positive", "(0.247, 0.243, 0.261)"
+  else:
+    need, example = "finite", "(0.49, 0.48, 0.45)"
+  raise ValueError(f"data.{key}={value!r} must be None, a number or one {need} number per "
+                   f"channel: set data.{key} to e.g. {example} (None = the data set's own)")
 
-  task = "classification"
-  tokens_per_example = 0
+
+class TfdsVision(TfdsSource):
+  """Image classification from TFDS with per-example augmentation (see the module docstring)."""
 
   def __init__(self, *, dataset: str, data_dir: str, seed: int, image_size: int = 0,
                augment: str = "none", crop_padding: int = 4, min_crop_scale: float = 0.08,
                center_crop_fraction: float = 1.0, mean=None, std=None,
                train_split: str = "train", eval_split: str = "test",
                eval_examples: int = 10000):
-    if augment not in AUGMENTS:
-      raise ValueError(f"data.augment={augment!r}: valid are {list(AUGMENTS)}")
-    if not 0.0 < min_crop_scale <= 1.0 or not 0.0 < center_crop_fraction <= 1.0:
-      raise ValueError(f"data.min_crop_scale={min_crop_scale} and data.center_crop_fraction="
-                       f"{center_crop_fraction} must lie in (0, 1]")
-    if image_size < 0 or crop_padding < 0:
-      raise ValueError(f"data.image_size={image_size} and data.crop_padding={crop_padding} "
-                       f"must be >= 0")
-    train = open_split(dataset, train_split, data_dir)
-    self._eval_source = open_split(dataset, eval_split, data_dir)
-    features = train.dataset_info.features
+    check_choice("augment", augment, AUGMENTS)
+    check_number("min_crop_scale", min_crop_scale, low=0.0, high=1.0, low_open=True,
+                 hint=" (smallest crop area / image area)")
+    check_number("center_crop_fraction", center_crop_fraction, low=0.0, high=1.0,
+                 low_open=True, hint=" (centred crop side / shorter side)")
+    check_int("image_size", image_size, low=0, hint=" (0 = native size)")
+    check_int("crop_padding", crop_padding, low=0)
+    if augment == "inception" and image_size == 0:
+      raise ValueError("data.augment='inception' resizes its random crops: set data.image_size")
+    _check_channel_stats("mean", mean, positive=False)
+    _check_channel_stats("std", std, positive=True)
+    if (mean is None or std is None) and dataset not in CHANNEL_STATS:
+      raise ValueError(f"data.mean={mean!r} and data.std={std!r}: give both for TFDS "
+                       f"{dataset!r} (known: {', '.join(sorted(CHANNEL_STATS))})")
+    super().__init__(dataset=dataset, data_dir=data_dir, seed=seed, train_split=train_split,
+                     eval_split=eval_split, eval_examples=eval_examples)
+    features = self._train_source.dataset_info.features
     native = tuple(features["image"].shape)
     channels = native[-1]
     if image_size == 0 and None in native[:2]:
-      raise ValueError(f"TFDS {dataset!r} images have variable size {native}: set "
-                       f"data.image_size to the side the model should see (e.g. 224)")
-    if augment == "inception" and image_size == 0:
-      raise ValueError("data.augment='inception' resizes its random crops: set data.image_size")
-    if (mean is None or std is None) and dataset not in CHANNEL_STATS:
-      raise ValueError(f"give data.mean and data.std for TFDS {dataset!r} (known: "
-                       f"{', '.join(sorted(CHANNEL_STATS))})")
+      raise ValueError(f"data.image_size=0 keeps the native size, but TFDS {dataset!r} images "
+                       f"have variable size {native}: set data.image_size to the side the model "
+                       f"should see (e.g. 224)")
     mean = CHANNEL_STATS[dataset][0] if mean is None else mean
     std = CHANNEL_STATS[dataset][1] if std is None else std
     self.mean = np.asarray(mean, np.float32).reshape(-1)
     self.std = np.asarray(std, np.float32).reshape(-1)
     if len(self.mean) not in (1, channels) or len(self.std) not in (1, channels):
-      raise ValueError(f"data.mean={tuple(mean)} and data.std={tuple(std)} need 1 or {channels} "
-                       f"values: {dataset!r} images have shape {native}")
+      raise ValueError(f"data.mean={mean!r} and data.std={std!r} need 1 or {channels} values: "
+                       f"{dataset!r} images have shape {native}")
     self.seed, self.image_size, self.augment = seed, image_size, augment
     self.crop_padding, self.min_crop_scale = crop_padding, min_crop_scale
     self.center_crop_fraction = center_crop_fraction
-    self._train = (grain.MapDataset.source(train).shuffle(seed=seed).repeat()
-                   .map_with_index(self._train_example))
-    self.eval_examples = min(eval_examples, len(self._eval_source))
     side = image_size or native[0]
-    self.info = {"dataset": f"tfds:{dataset}", "train_examples": len(train),
-                 "eval_examples": self.eval_examples,
-                 "num_classes": int(features["label"].num_classes),
-                 "input_shape": [side, image_size or native[1], channels], "augment": augment}
+    self.info.update({"num_classes": int(features["label"].num_classes),
+                      "input_shape": [side, image_size or native[1], channels],
+                      "augment": augment})
 
   def _center(self, image_HxWxC: np.ndarray) -> np.ndarray:
     """The evaluation view: the centred square crop resized to ``image_size`` (0: as is)."""
@@ -144,15 +155,6 @@ class TfdsVision:
       image = image[:, ::-1]
     return {"inputs": self._normalise(image), "targets": np.asarray(example["label"], np.int32)}
 
-  @staticmethod
-  def _stack(items) -> dict[str, np.ndarray]:
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}
-
-  def examples(self, start: int, count: int) -> dict[str, np.ndarray]:
-    return self._stack([self._train[i] for i in range(start, start + count)])
-
-  def eval_set(self) -> dict[str, np.ndarray]:
-    def prepare(example):
-      return {"inputs": self._normalise(self._center(np.asarray(example["image"]))),
-              "targets": np.asarray(example["label"], np.int32)}
-    return self._stack([prepare(self._eval_source[i]) for i in range(self.eval_examples)])
+  def _prepare(self, example) -> dict[str, np.ndarray]:
+    return {"inputs": self._normalise(self._center(np.asarray(example["image"]))),
+            "targets": np.asarray(example["label"], np.int32)}

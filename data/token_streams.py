@@ -29,6 +29,8 @@ so runs with different seeds see the same task in a different order.
 
 import numpy as np
 
+from data.source import check_eval_examples, check_int, check_number
+
 _EVAL_STREAM = 0x0E7A1  # entropy tag that separates evaluation sequences from training ones
 
 
@@ -80,21 +82,23 @@ class TokenStreams:
     eval_examples: sequences in the fixed evaluation set.
   """
 
-  task = "next_token"
-
   def __init__(self, *, seq_len: int, seed: int, vocab_size: int = 1024,
                zipf_exponent: float = 1.0, num_maps: int = 2, restart_prob: float = 0.1,
                structure_seed: int = 0, eval_examples: int = 64):
-    if seq_len < 1 or vocab_size < 2 or num_maps < 1 or eval_examples < 1:
-      raise ValueError(f"data.seq_len={seq_len}, vocab_size={vocab_size}, num_maps={num_maps} "
-                       f"and eval_examples={eval_examples} must be >= 1 (vocab_size >= 2)")
-    if zipf_exponent < 0:
-      raise ValueError(f"data.zipf_exponent={zipf_exponent} must be >= 0 (0 = uniform)")
-    if not 0.0 <= restart_prob <= 1.0:
-      raise ValueError(f"data.restart_prob={restart_prob} must lie in [0, 1]")
+    check_int("seq_len", seq_len, low=1, hint=" (tokens per training sequence)")
+    check_int("vocab_size", vocab_size, low=2, hint=" (token ids)")
+    check_number("zipf_exponent", zipf_exponent, low=0.0, hint=" (0 = uniform)")
+    check_int("num_maps", num_maps, low=1, hint=" (couplings averaged into the chain)")
+    check_number("restart_prob", restart_prob, low=0.0, high=1.0)
+    check_int("structure_seed", structure_seed, low=0)
+    check_eval_examples(eval_examples)
     self.seq_len, self.seed, self.eval_examples = seq_len, seed, eval_examples
     self.restart_prob, self.structure_seed = float(restart_prob), structure_seed
     self.law = unigram_law(vocab_size, zipf_exponent)
+    if not self.law[-1] > 0:  # the rarest token's probability underflowed to 0: log(0) below
+      raise ValueError(f"data.zipf_exponent={zipf_exponent} gives the rarest of "
+                       f"data.vocab_size={vocab_size} tokens probability 0 in float64: set a "
+                       f"smaller exponent (below {300 / np.log10(vocab_size):.0f})")
     self._law_cdf = np.cumsum(self.law)
 
     parts = [_interval_coupling(self.law, np.random.default_rng((structure_seed, m)).permutation(
