@@ -47,7 +47,8 @@ class Digits(ShuffledArrays):
     n_test = int(round(test_fraction * len(y)))
     if not 0 < n_test < len(y):
       raise ValueError(f"data.test_fraction={test_fraction} holds out {n_test} of {len(y)} "
-                       f"images: set it so that both splits are non-empty (e.g. 0.2)")
+                       f"images: set data.test_fraction so that both splits are non-empty "
+                       f"(e.g. 0.2)")
     x = (x / 16.0).astype(np.float32)
     self._x, self._y = x[order[n_test:]], y[order[n_test:]].astype(np.int32)
     self._x_test, self._y_test = x[order[:n_test]], y[order[:n_test]].astype(np.int32)

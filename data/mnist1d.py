@@ -53,7 +53,8 @@ class Mnist1D(ShuffledArrays):
     n_train = int(made * train_split)  # and splits them so
     if not 0 < n_train < made:
       raise ValueError(f"data.train_split={train_split} of data.num_samples={num_samples} leaves "
-                       f"{n_train} for training: set both so that each split is non-empty")
+                       f"{n_train} for training: set data.train_split so that both splits are "
+                       f"non-empty")
     check_int("generator_seed", generator_seed, low=0, high=2**32 - 1,
               hint=" (42 = the published data set)")
     check_bool("channel_axis", channel_axis)

@@ -50,6 +50,12 @@ def _fail(key: str, value, problem: str, fix: str):
   raise ValueError(f"data.{key}={value!r} {problem}: {fix}")
 
 
+def _a(value) -> str:
+  """``a str``, ``an int``: the type of ``value`` as the error sentence names it."""
+  name = type(value).__name__
+  return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def _bounds(low, high, low_open: bool = False, high_open: bool = False) -> str:
   show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # 0.0 reads as 0
   parts = []
@@ -66,7 +72,7 @@ def check_int(key: str, value, *, low: int | None = None, high: int | None = Non
   wanted = " ".join(filter(None, ("an integer", _bounds(low, high))))
   fix = f"set data.{key} to {wanted}{hint}"
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    _fail(key, value, f"is a {type(value).__name__}, not an integer", fix)
+    _fail(key, value, f"is {_a(value)}, not an integer", fix)
   if (low is not None and value < low) or (high is not None and value > high):
     _fail(key, value, f"must be {_bounds(low, high)}", fix)
 
@@ -77,7 +83,7 @@ def check_number(key: str, value, *, low: float | None = None, high: float | Non
   bounds = _bounds(low, high, low_open, high_open)
   fix = f"set data.{key} to a number{' ' + bounds if bounds else ''}{hint}"
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    _fail(key, value, f"is a {type(value).__name__}, not a number", fix)
+    _fail(key, value, f"is {_a(value)}, not a number", fix)
   if not math.isfinite(value):
     _fail(key, value, "must be finite", fix)
   if ((low is not None and (value <= low if low_open else value < low))
@@ -91,7 +97,7 @@ def check_probability(key: str, value) -> None:
 
 def check_bool(key: str, value) -> None:
   if not isinstance(value, (bool, np.bool_)):
-    _fail(key, value, f"is a {type(value).__name__}, not a bool",
+    _fail(key, value, f"is {_a(value)}, not a bool",
           f"set data.{key} to True or False")
 
 
@@ -103,7 +109,7 @@ def check_choice(key: str, value, valid) -> None:
 def check_str(key: str, value, *, nonempty: bool = False, what: str = "a string") -> None:
   """``value`` is a string (not empty if ``nonempty``); ``what`` describes a good one."""
   if not isinstance(value, str):
-    _fail(key, value, f"is a {type(value).__name__}, not a string", f"set data.{key} to {what}")
+    _fail(key, value, f"is {_a(value)}, not a string", f"set data.{key} to {what}")
   if nonempty and not value:
     _fail(key, value, "is empty", f"set data.{key} to {what}")
 
@@ -112,11 +118,11 @@ def check_ints(key: str, value, *, low: int, high: int) -> None:
   """``value`` is a list or tuple of integers within ``[low, high]``."""
   fix = f"set data.{key} to a list of integers in {low}..{high}"
   if not isinstance(value, (list, tuple)):
-    _fail(key, value, f"is a {type(value).__name__}, not a list", fix)
+    _fail(key, value, f"is {_a(value)}, not a list", fix)
   bad = [v for v in value
          if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not low <= v <= high]
   if bad:
-    _fail(key, tuple(value), f"has {bad} outside {low}..{high}", fix)
+    _fail(key, tuple(value), f"has {bad}, not integers in {low}..{high}", fix)
 
 
 def check_eval_examples(value, *, low: int = 1) -> None:

@@ -59,8 +59,8 @@ class StdlibBytes:
     }
     if self._val.size < (seq_len + 1) * 2:
       raise ValueError(f"data.seq_len={seq_len} is too long for the validation split "
-                       f"({self._val.size} bytes): set a shorter data.seq_len or a smaller "
-                       f"data.validation_every")
+                       f"({self._val.size} bytes): set data.seq_len <= "
+                       f"{self._val.size // 2 - 1} or a smaller data.validation_every")
 
   @property
   def tokens_per_example(self) -> int:

@@ -28,8 +28,9 @@ def _check_data_dir(data_dir):
     os.listdir(folder)
   except OSError as e:
     raise ValueError(
-        f"data.data_dir={data_dir!r} cannot be read ({e.strerror or type(e).__name__}): give "
-        f'the folder that `tfds build --data_dir=...` wrote, or "" for the TFDS default') from None
+        f"data.data_dir={data_dir!r} cannot be read ({e.strerror or type(e).__name__}): set "
+        f'data.data_dir to the folder `tfds build --data_dir=...` wrote ("" = TFDS default)'
+    ) from None
 
 
 def open_split(name: str, split: str, data_dir: str, *, key: str = "split"):
@@ -41,8 +42,8 @@ def open_split(name: str, split: str, data_dir: str, *, key: str = "split"):
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"data.dataset={name!r} is not a TFDS dataset: "
-                     f"{str(e).splitlines()[0]}") from None
+    raise ValueError(f"data.dataset={name!r} is not a TFDS dataset ({str(e).splitlines()[0]}): "
+                     f"set data.dataset to a TFDS name (e.g. mnist)") from None
   except ValueError as e:  # tfds's word for a split it cannot read: unknown or malformed
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     if message.startswith("Unknown split"):
@@ -52,7 +53,7 @@ def open_split(name: str, split: str, data_dir: str, *, key: str = "split"):
     if "split" not in message.lower():
       raise
     raise ValueError(f"data.{key}={split!r} cannot be read from TFDS {name!r} ({message}): "
-                     f"give a split name such as train, optionally sliced (train[:10%])") from None
+                     f"set data.{key} to a split name, optionally sliced (train[:10%])") from None
   except (FileNotFoundError, NotImplementedError, AssertionError, KeyError) as e:
     folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, name)
     raise ValueError(

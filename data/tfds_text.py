@@ -98,8 +98,8 @@ class TfdsText:
     count = min(eval_examples, size // window)
     if count == 0:
       raise ValueError(f"data.seq_len={seq_len} is too long for the {eval_split!r} split of "
-                       f"{dataset} ({size} bytes in {read} documents): set a shorter "
-                       f"data.seq_len or another data.eval_split")
+                       f"{dataset} ({size} bytes in {read} documents): set data.seq_len <= "
+                       f"{size - 1} or another data.eval_split")
     eval_bytes = np.concatenate(parts)[:count * window].reshape(count, window).astype(np.int32)
     self._eval = {"inputs": eval_bytes[:, :-1], "targets": eval_bytes[:, 1:]}
     self.info = {

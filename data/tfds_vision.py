@@ -87,8 +87,8 @@ class TfdsVision(TfdsSource):
     _check_channel_stats("mean", mean, positive=False)
     _check_channel_stats("std", std, positive=True)
     if (mean is None or std is None) and dataset not in CHANNEL_STATS:
-      raise ValueError(f"data.mean={mean!r} and data.std={std!r}: give both for TFDS "
-                       f"{dataset!r} (known: {', '.join(sorted(CHANNEL_STATS))})")
+      raise ValueError(f"data.mean={mean!r} and data.std={std!r}: set data.mean and data.std "
+                       f"for TFDS {dataset!r} (known: {', '.join(sorted(CHANNEL_STATS))})")
     super().__init__(dataset=dataset, data_dir=data_dir, seed=seed, train_split=train_split,
                      eval_split=eval_split, eval_examples=eval_examples)
     features = self._train_source.dataset_info.features
@@ -104,7 +104,8 @@ class TfdsVision(TfdsSource):
     self.std = np.asarray(std, np.float32).reshape(-1)
     if len(self.mean) not in (1, channels) or len(self.std) not in (1, channels):
       raise ValueError(f"data.mean={mean!r} and data.std={std!r} need 1 or {channels} values: "
-                       f"{dataset!r} images have shape {native}")
+                       f"{dataset!r} images have shape {native}: set data.mean and data.std "
+                       f"to one value or one per channel")
     self.seed, self.image_size, self.augment = seed, image_size, augment
     self.crop_padding, self.min_crop_scale = crop_padding, min_crop_scale
     self.center_crop_fraction = center_crop_fraction

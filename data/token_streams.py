@@ -97,8 +97,8 @@ class TokenStreams:
     self.law = unigram_law(vocab_size, zipf_exponent)
     if not self.law[-1] > 0:  # the rarest token's probability underflowed to 0: log(0) below
       raise ValueError(f"data.zipf_exponent={zipf_exponent} gives the rarest of "
-                       f"data.vocab_size={vocab_size} tokens probability 0 in float64: set a "
-                       f"smaller exponent (below {300 / np.log10(vocab_size):.0f})")
+                       f"data.vocab_size={vocab_size} tokens probability 0 in float64: set "
+                       f"data.zipf_exponent below {300 / np.log10(vocab_size):.0f}")
     self._law_cdf = np.cumsum(self.law)
 
     parts = [_interval_coupling(self.law, np.random.default_rng((structure_seed, m)).permutation(
