@@ -3,12 +3,26 @@
 ``build(cfg)`` picks a model by ``cfg.name`` and passes the other fields as arguments;
 ``param_roles(params)`` names the role of every parameter (``embedding``, ``hidden``, ``head``,
 ``norm``, ``bias``, ``conv``) from the naming convention every model here follows.
-"""
 
-import functools
+The contract every model keeps (``models.Model``, written out in ``models/contract.py``):
+
+* it is a ``flax.linen.Module`` whose fields are the config's ``model`` section, called as
+  ``model.apply(variables, inputs, train=...)``;
+* ``check()`` refuses a bad field before anything is compiled: a ``ValueError`` whose one line
+  names ``model.<field>`` and what is accepted (``build`` calls it);
+* ``flops_per_example(example)`` gives the training FLOPs (forward and backward) of one example;
+* its parameter names follow the convention ``param_roles`` reads: ``*embedding*`` for input
+  tables, the module ``head`` for the output layer, ``norm`` in the name of every
+  normalisation module, ``bias`` / ``*_bias`` for offsets; other kernels of three or more
+  axes are ``conv``, the remaining matrices ``hidden``.
+
+Activations and normalisations are picked by name from ``models/layers.py`` and the field checks
+are worded by ``models/contract.py``, so a name or a message means the same in every model.
+"""
 
 import jax
 
+from models.contract import Model
 from models.dna import DNAConvNet
 from models.gated_conv import GatedConvLM
 from models.gnn import GNN, GraphTransformer
@@ -16,6 +30,12 @@ from models.gpt import GPT
 from models.linear import Linear
 from models.mlp import MLP
 from models.vision import CNN, ResNet, ResNet18, ResNet20, ResNet50, ViT
+
+__all__ = [
+    "CNN", "DNAConvNet", "GNN", "GPT", "GatedConvLM", "GraphTransformer", "Linear", "MLP", "Model",
+    "ROLES", "ResNet", "ResNet18", "ResNet20", "ResNet50", "ViT", "available", "build",
+    "param_roles",
+]
 
 ROLES = ("embedding", "hidden", "head", "norm", "bias", "conv")
 
@@ -72,5 +92,3 @@ def param_roles(params):
   """A pytree like ``params`` holding each parameter's role (one of ``ROLES``)."""
   return jax.tree_util.tree_map_with_path(_role, params)
 
-
-GPTTiny = functools.partial(GPT, vocab_size=256, max_len=32, width=32, depth=2, num_heads=2)

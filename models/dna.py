@@ -17,25 +17,15 @@ output layer ``head``, the norms ``norm``.
 Shape suffixes: B batch, T time, D width, K kernel size, C classes, V vocabulary.
 """
 
-import functools
-
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu}
-NORMS = ("layer", "rms", "none")
+from models.contract import check_choice, check_int
+from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
+
 TASKS = ("classification", "next_token")
 POOLINGS = ("mean", "max")
 SYMBOLS = "ACGTN"
-
-
-def _norm(kind: str, name: str):
-  if kind == "layer":
-    return nn.LayerNorm(name=name)
-  if kind == "rms":
-    return nn.RMSNorm(name=name)
-  return lambda x: x
 
 
 class DNAConvNet(nn.Module):
@@ -53,19 +43,16 @@ class DNAConvNet(nn.Module):
   norm: str = "layer"
 
   def check(self):
-    if self.task not in TASKS:
-      raise ValueError(f"model.task={self.task!r}: valid are {list(TASKS)}")
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"model.activation={self.activation!r}: valid are {sorted(ACTIVATIONS)}")
-    if self.norm not in NORMS:
-      raise ValueError(f"model.norm={self.norm!r}: valid are {list(NORMS)}")
-    if self.pooling not in POOLINGS:
-      raise ValueError(f"model.pooling={self.pooling!r}: valid are {list(POOLINGS)}")
+    check_choice("task", self.task, TASKS)
+    check_choice("activation", self.activation, ACTIVATIONS)
+    check_choice("norm", self.norm, TOKEN_NORMS)
+    check_choice("pooling", self.pooling, POOLINGS)
     for field in ("width", "depth", "kernel_size", "pool_size", "vocab_size"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"model.{field}={getattr(self, field)} must be >= 1")
-    if self.task == "classification" and self.num_classes < 2:
-      raise ValueError(f"model.num_classes={self.num_classes} must be >= 2 for classification")
+      check_int(field, getattr(self, field))
+    if self.task == "classification":
+      check_int("num_classes", self.num_classes, minimum=2, reason=" for classification")
+    else:  # unused by next_token, but a required field: still a count, never a string
+      check_int("num_classes", self.num_classes)
 
   def min_len(self) -> int:
     """Shortest sequence the model takes: classification pools ``pool_size`` after each block."""
@@ -91,7 +78,7 @@ class DNAConvNet(nn.Module):
     x_BxTxD = emb_VxD[tokens_BxT]
     for i in range(self.depth):
       dilation = 2**i if causal else 1
-      h_BxTxD = act(_norm(self.norm, f"norm_{i}")(x_BxTxD))
+      h_BxTxD = act(norm_layer(self.norm, f"norm_{i}")(x_BxTxD))
       if causal:  # left padding only: position t never sees t + 1
         h_BxTxD = jnp.pad(h_BxTxD, ((0, 0), ((self.kernel_size - 1) * dilation, 0), (0, 0)))
       conv = nn.Conv(self.width, (self.kernel_size,), kernel_dilation=(dilation,),
@@ -99,7 +86,7 @@ class DNAConvNet(nn.Module):
       x_BxTxD = x_BxTxD + conv(h_BxTxD)
       if not causal and self.pool_size > 1:
         x_BxTxD = nn.max_pool(x_BxTxD, (self.pool_size,), strides=(self.pool_size,))
-    x_BxTxD = act(_norm(self.norm, "final_norm")(x_BxTxD))
+    x_BxTxD = act(norm_layer(self.norm, "final_norm")(x_BxTxD))
     if causal:
       return nn.Dense(self.vocab_size, name="head")(x_BxTxD)
     pooled_BxD = x_BxTxD.mean(1) if self.pooling == "mean" else x_BxTxD.max(1)

@@ -20,17 +20,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-GATES = {"sigmoid": jax.nn.sigmoid, "gelu": jax.nn.gelu, "relu": jax.nn.relu,
-         "silu": jax.nn.silu}
-NORMS = ("layer", "rms", "none")
+from models.contract import check_bool, check_choice, check_int
+from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
 
-
-def _norm(kind: str, name: str):
-  if kind == "layer":
-    return nn.LayerNorm(name=name)
-  if kind == "rms":
-    return nn.RMSNorm(name=name)
-  return lambda x: x
+# The sigmoid gives Dauphin et al.'s GLU; the activations give its GELU, ReLU, SiLU variants.
+GATES = {"sigmoid": jax.nn.sigmoid, **ACTIVATIONS}
 
 
 def causal_taps(x_BxTxD, kernel_size: int, dilation: int):
@@ -64,7 +58,7 @@ class GatedConvBlock(nn.Module):
     conv_KxDx2F = self.param("conv", nn.initializers.normal(1.0 / math.sqrt(K * D)), (K, D, 2 * F))
     out_FxD = self.param("out", nn.initializers.normal(self.out_init_std), (F, D))
 
-    h_NxD = _norm(self.norm, "norm")(x_NxD)
+    h_NxD = norm_layer(self.norm, "norm")(x_NxD)
     taps_NxKD = causal_taps(h_NxD.reshape(B, T, D), K, self.dilation).reshape(B * T, K * D)
     ab_Nx2F = taps_NxKD @ conv_KxDx2F.reshape(K * D, 2 * F)
     if self.use_bias:
@@ -96,13 +90,12 @@ class GatedConvLM(nn.Module):
   use_bias: bool = False
 
   def check(self):
-    if self.gate not in GATES:
-      raise ValueError(f"model.gate={self.gate!r}: valid are {sorted(GATES)}")
-    if self.norm not in NORMS:
-      raise ValueError(f"model.norm={self.norm!r}: valid are {list(NORMS)}")
     for field in ("vocab_size", "width", "depth", "kernel_size", "dilation_base", "expansion"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"model.{field}={getattr(self, field)} must be >= 1")
+      check_int(field, getattr(self, field))
+    check_choice("gate", self.gate, GATES)
+    check_choice("norm", self.norm, TOKEN_NORMS)
+    check_bool("tie_embeddings", self.tie_embeddings)
+    check_bool("use_bias", self.use_bias)
 
   @property
   def receptive_field(self) -> int:
@@ -124,7 +117,7 @@ class GatedConvLM(nn.Module):
           batch=B, time=T, kernel_size=self.kernel_size, dilation=self.dilation_base**i,
           expansion=self.expansion, gate=self.gate, norm=self.norm, use_bias=self.use_bias,
           out_init_std=0.02 / math.sqrt(2 * self.depth), name=f"block_{i}")(x_NxD)
-    x_NxD = _norm(self.norm, "final_norm")(x_NxD)
+    x_NxD = norm_layer(self.norm, "final_norm")(x_NxD)
     head_DxV = emb_VxD.T if self.tie_embeddings else self.param("head", init, (D, V))
     return (x_NxD @ head_DxV).reshape(B, T, V)
 

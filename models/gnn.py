@@ -20,27 +20,18 @@ Shape suffixes: B batch, N nodes, F input features, D width, H heads, K head siz
 C outputs, T tasks.
 """
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu}
-NORMS = ("layer", "rms", "none")
+from models.contract import check_choice, check_divisible, check_int
+from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
+
 CONVS = ("gcn", "gat")
 OUTPUTS = ("node", "graph")
 READOUTS = ("mean", "sum", "max")
 ADJACENCY_MODES = ("bias", "mask")
 _NEG = -1e9  # attention logit of a non-edge; finite so an all-masked (padded) row stays finite
-
-
-def _norm(kind: str, name: str):
-  if kind == "layer":
-    return nn.LayerNorm(name=name)
-  if kind == "rms":
-    return nn.RMSNorm(name=name)
-  return lambda x: x
 
 
 def _unpack(inputs) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -121,23 +112,23 @@ class _GraphModel(nn.Module):
   readout: str = "mean"
 
   def check(self):
-    for field, valid in (("activation", tuple(ACTIVATIONS)), ("norm", NORMS),
+    for field, valid in (("activation", ACTIVATIONS), ("norm", TOKEN_NORMS),
                          ("output", OUTPUTS), ("readout", READOUTS)):
-      if getattr(self, field) not in valid:
-        raise ValueError(f"model.{field}={getattr(self, field)!r}: valid are {list(valid)}")
+      check_choice(field, getattr(self, field), valid)
     for field in ("num_outputs", "width", "depth", "num_heads"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"model.{field}={getattr(self, field)} must be >= 1")
-    if self._uses_heads() and self.width % self.num_heads:
-      raise ValueError(f"model.width={self.width} is not divisible by num_heads={self.num_heads}")
+      check_int(field, getattr(self, field))
+    check_int("num_tasks", self.num_tasks, minimum=0, reason=" (0: one task, no task axis)")
+    if self._uses_heads():
+      check_divisible("width", self.width, "num_heads", self.num_heads)
     if self.num_tasks and self.output != "graph":
-      raise ValueError(f"model.num_tasks={self.num_tasks} needs output='graph'")
+      raise ValueError(f"model.num_tasks={self.num_tasks} needs model.output='graph' "
+                       f"(got {self.output!r}); set num_tasks=0 for node outputs")
 
   def _uses_heads(self) -> bool:
     return True
 
   def _outputs(self, x_BxNxD, mask_BxN):
-    x_BxNxD = ACTIVATIONS[self.activation](_norm(self.norm, "final_norm")(x_BxNxD))
+    x_BxNxD = ACTIVATIONS[self.activation](norm_layer(self.norm, "final_norm")(x_BxNxD))
     if self.output == "node":
       return nn.Dense(self.num_outputs, name="head")(x_BxNxD)
     pooled_BxD = _readout(self.readout, x_BxNxD, mask_BxN)
@@ -162,8 +153,7 @@ class GNN(_GraphModel):
   conv: str = "gcn"
 
   def check(self):
-    if self.conv not in CONVS:
-      raise ValueError(f"model.conv={self.conv!r}: valid are {list(CONVS)}")
+    check_choice("conv", self.conv, CONVS)
     super().check()
 
   def _uses_heads(self) -> bool:
@@ -180,7 +170,7 @@ class GNN(_GraphModel):
       edges_BxNxN = _self_loops(adjacency_BxNxN, mask_BxN)
     x_BxNxD = nn.Dense(self.width, name="input")(nodes_BxNxF)
     for i in range(self.depth):
-      h_BxNxD = act(_norm(self.norm, f"norm_{i}")(x_BxNxD))
+      h_BxNxD = act(norm_layer(self.norm, f"norm_{i}")(x_BxNxD))
       if self.conv == "gcn":
         h_BxNxD = op_BxNxN @ nn.Dense(self.width, name=f"gcn_{i}")(h_BxNxD)
       else:
@@ -214,7 +204,7 @@ class GraphTransformerBlock(nn.Module):
   def __call__(self, x_BxNxD, edges_BxNxN, mask_BxN):
     B, N, D = x_BxNxD.shape
     H, K = self.num_heads, D // self.num_heads
-    h_BxNxD = _norm(self.norm, "attn_norm")(x_BxNxD)
+    h_BxNxD = norm_layer(self.norm, "attn_norm")(x_BxNxD)
     qkv_3xBxHxNxK = (nn.Dense(3 * D, use_bias=False, name="qkv")(h_BxNxD)
                      .reshape(B, N, 3, H, K).transpose(2, 0, 3, 1, 4))
     q, k, v = qkv_3xBxHxNxK[0], qkv_3xBxHxNxK[1], qkv_3xBxHxNxK[2]
@@ -230,7 +220,7 @@ class GraphTransformerBlock(nn.Module):
     o_BxHxNxK = jax.nn.softmax(s_BxHxNxN, axis=-1) @ v
     o_BxNxD = o_BxHxNxK.transpose(0, 2, 1, 3).reshape(B, N, D)
     x_BxNxD = x_BxNxD + nn.Dense(D, name="attn_out")(o_BxNxD)
-    h_BxNxD = _norm(self.norm, "mlp_norm")(x_BxNxD)
+    h_BxNxD = norm_layer(self.norm, "mlp_norm")(x_BxNxD)
     h_BxNxF = ACTIVATIONS[self.activation](nn.Dense(self.mlp_ratio * D, name="mlp_in")(h_BxNxD))
     return x_BxNxD + nn.Dense(D, name="mlp_out")(h_BxNxF)
 
@@ -248,8 +238,8 @@ class GraphTransformer(_GraphModel):
 
   def check(self):
     super().check()
-    if self.adjacency not in ADJACENCY_MODES:
-      raise ValueError(f"model.adjacency={self.adjacency!r}: valid are {list(ADJACENCY_MODES)}")
+    check_int("mlp_ratio", self.mlp_ratio)
+    check_choice("adjacency", self.adjacency, ADJACENCY_MODES)
 
   @nn.compact
   def __call__(self, inputs, *, train: bool = False):

@@ -8,24 +8,16 @@ splits the queries into causal chunks so that fully masked blocks are never comp
 Shape suffixes: B batch, T time, D width, H heads, K head size, V vocabulary, F MLP width.
 """
 
-import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu}
-NORMS = ("layer", "rms", "none")
+from models.contract import check_bool, check_choice, check_divisible, check_int
+from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
+
 ATTENTIONS = ("softmax", "linear")
-
-
-def _norm(kind: str, name: str):
-  if kind == "layer":
-    return nn.LayerNorm(name=name)
-  if kind == "rms":
-    return nn.RMSNorm(name=name)
-  return lambda x: x
 
 
 def _causal_softmax_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK, num_chunks: int):
@@ -85,7 +77,7 @@ class Block(nn.Module):
         y = y + self.param(f"{name}_bias", nn.initializers.zeros, shape[-1:])[None]
       return y
 
-    h_NxD = _norm(self.norm, "attn_norm")(x_NxD)
+    h_NxD = norm_layer(self.norm, "attn_norm")(x_NxD)
     qkv_Nx3D = dense(h_NxD, "qkv", (D, 3 * D), init)
     qkv_3xBxHxTxK = qkv_Nx3D.reshape(B, T, 3, H, K).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv_3xBxHxTxK[0], qkv_3xBxHxTxK[1], qkv_3xBxHxTxK[2]
@@ -96,7 +88,7 @@ class Block(nn.Module):
     o_NxD = o_BxHxTxK.transpose(0, 2, 1, 3).reshape(B * T, D)
     x_NxD = x_NxD + dense(o_NxD, "attn_out", (D, D), out_init)
 
-    h_NxD = _norm(self.norm, "mlp_norm")(x_NxD)
+    h_NxD = norm_layer(self.norm, "mlp_norm")(x_NxD)
     h_NxF = ACTIVATIONS[self.activation](dense(h_NxD, "mlp_in", (D, self.mlp_ratio * D), init))
     return x_NxD + dense(h_NxF, "mlp_out", (self.mlp_ratio * D, D), out_init)
 
@@ -118,14 +110,15 @@ class GPT(nn.Module):
   attn_chunks: int = 4
 
   def check(self):
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"model.activation={self.activation!r}: valid are {sorted(ACTIVATIONS)}")
-    if self.attention not in ATTENTIONS:
-      raise ValueError(f"model.attention={self.attention!r}: valid are {list(ATTENTIONS)}")
-    if self.norm not in NORMS:
-      raise ValueError(f"model.norm={self.norm!r}: valid are {list(NORMS)}")
-    if self.width % self.num_heads:
-      raise ValueError(f"model.width={self.width} is not divisible by num_heads={self.num_heads}")
+    for field in ("vocab_size", "max_len", "width", "depth", "num_heads", "mlp_ratio",
+                  "attn_chunks"):
+      check_int(field, getattr(self, field))
+    check_divisible("width", self.width, "num_heads", self.num_heads)
+    check_choice("activation", self.activation, ACTIVATIONS)
+    check_choice("attention", self.attention, ATTENTIONS)
+    check_choice("norm", self.norm, TOKEN_NORMS)
+    check_bool("tie_embeddings", self.tie_embeddings)
+    check_bool("use_bias", self.use_bias)
 
   @nn.compact
   def __call__(self, tokens_BxT, *, train: bool = False):
@@ -146,7 +139,7 @@ class GPT(nn.Module):
           activation=self.activation, attention=self.attention, norm=self.norm,
           use_bias=self.use_bias, attn_chunks=self.attn_chunks,
           out_init_std=0.02 / math.sqrt(2 * self.depth), name=f"block_{i}")(x_NxD)
-    x_NxD = _norm(self.norm, "final_norm")(x_NxD)
+    x_NxD = norm_layer(self.norm, "final_norm")(x_NxD)
     head_DxV = emb_VxD.T if self.tie_embeddings else self.param("head", init, (D, V))
     return (x_NxD @ head_DxV).reshape(B, T, V)
 

@@ -8,6 +8,8 @@ through the same ``train_step`` as the networks.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models.contract import check_bool, check_int
+
 
 class Linear(nn.Module):
   """Inputs (B, input_dim) -> one prediction per example, (B,): ``x @ w (+ b)``.
@@ -22,8 +24,8 @@ class Linear(nn.Module):
   use_bias: bool = False
 
   def check(self):
-    if self.input_dim < 1:
-      raise ValueError(f"model.input_dim={self.input_dim} must be >= 1")
+    check_int("input_dim", self.input_dim)
+    check_bool("use_bias", self.use_bias)
 
   @nn.compact
   def __call__(self, x_BxD, *, train: bool = False):

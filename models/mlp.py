@@ -4,10 +4,10 @@ import math
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "tanh": jnp.tanh}
+from models.contract import check_choice, check_int, check_ints
+from models.layers import ACTIVATIONS
 
 
 class MLP(nn.Module):
@@ -18,8 +18,9 @@ class MLP(nn.Module):
   activation: str = "relu"
 
   def check(self):
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"model.activation={self.activation!r}: valid are {sorted(ACTIVATIONS)}")
+    check_int("num_classes", self.num_classes)
+    check_ints("hidden", self.hidden, allow_empty=True)  # no hidden layer: a linear classifier
+    check_choice("activation", self.activation, ACTIVATIONS)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):

@@ -27,27 +27,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False), "relu": jax.nn.relu,
-               "silu": jax.nn.silu}
-CONV_NORMS = ("batch", "layer", "none")
+from models.contract import (
+  check_bool,
+  check_choice,
+  check_divisible,
+  check_int,
+  check_ints,
+  check_range,
+)
+from models.layers import ACTIVATIONS, CONV_NORMS, TOKEN_NORMS, norm_layer
+
 POOLS = ("max", "avg")
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("cifar", "imagenet")
-VIT_NORMS = ("layer", "rms", "none")
 VIT_POOLINGS = ("cls", "mean")
-
-
-def _check_choice(field: str, value, valid) -> None:
-  if value not in valid:
-    raise ValueError(f"model.{field}={value!r}: valid are {sorted(valid)}")
-
-
-def _check_positive(model, *fields: str) -> None:
-  for field in fields:
-    value = getattr(model, field)
-    values = value if isinstance(value, (tuple, list)) else (value,)
-    if not values or any(v < 1 for v in values):
-      raise ValueError(f"model.{field}={value} must be >= 1 (non-empty for a sequence)")
 
 
 def _spatial_rank(model_name: str, x) -> int:
@@ -58,17 +51,6 @@ def _spatial_rank(model_name: str, x) -> int:
         f"spatial axes; got inputs of shape {tuple(x.shape)} (for 1-D signals set "
         f"data.channel_axis=True; for flat vectors use the mlp)")
   return x.ndim - 2
-
-
-def _conv_norm(kind: str, name: str, train: bool, momentum: float, zero_scale: bool = False):
-  """A normalisation over the channels: BatchNorm (running averages at eval) or LayerNorm."""
-  scale_init = nn.initializers.zeros if zero_scale else nn.initializers.ones
-  if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                        scale_init=scale_init, name=name)
-  if kind == "layer":
-    return nn.LayerNorm(scale_init=scale_init, name=name)
-  return lambda x: x
 
 
 def _conv_macs(in_spatial: Sequence[int], kernel: int, strides: int, c_in: int, c_out: int):
@@ -94,10 +76,14 @@ class CNN(nn.Module):
   bn_momentum: float = 0.9  # BatchNorm running-average decay
 
   def check(self):
-    _check_choice("activation", self.activation, ACTIVATIONS)
-    _check_choice("norm", self.norm, CONV_NORMS)
-    _check_choice("pool", self.pool, POOLS)
-    _check_positive(self, "num_classes", "features", "kernel_size")
+    check_int("num_classes", self.num_classes)
+    check_ints("features", self.features)
+    check_int("kernel_size", self.kernel_size)
+    check_ints("dense", self.dense, allow_empty=True)  # none: the head reads the last stage
+    check_choice("activation", self.activation, ACTIVATIONS)
+    check_choice("norm", self.norm, CONV_NORMS)
+    check_choice("pool", self.pool, POOLS)
+    check_range("bn_momentum", self.bn_momentum, 0.0, 1.0)
 
   def _check_size(self, x):
     nd = _spatial_rank("CNN", x)
@@ -119,7 +105,8 @@ class CNN(nn.Module):
       # A bias before a normalisation is cancelled by its mean subtraction.
       x_BxSxC = nn.Conv(features, (self.kernel_size,) * nd, padding="SAME",
                         use_bias=self.norm == "none", name=f"conv_{i}")(x_BxSxC)
-      x_BxSxC = act(_conv_norm(self.norm, f"norm_{i}", train, self.bn_momentum)(x_BxSxC))
+      x_BxSxC = act(norm_layer(self.norm, f"norm_{i}", train=train,
+                               momentum=self.bn_momentum)(x_BxSxC))
       x_BxSxC = pool(x_BxSxC, (2,) * nd, strides=(2,) * nd)
     x_BxF = x_BxSxC.reshape(x_BxSxC.shape[0], -1)
     for j, width in enumerate(self.dense):
@@ -160,7 +147,7 @@ class _ResidualBlock(nn.Module):
     nd = x_BxSxC.ndim - 2
     act = ACTIVATIONS[self.activation]
     bias = self.norm == "none"
-    norm = functools.partial(_conv_norm, self.norm, train=train, momentum=self.bn_momentum)
+    norm = functools.partial(norm_layer, self.norm, train=train, momentum=self.bn_momentum)
     conv = lambda f, k, s, name: nn.Conv(f, (k,) * nd, strides=(s,) * nd, padding="SAME",
                                          use_bias=bias, name=name)
     if self.bottleneck:
@@ -198,11 +185,15 @@ class ResNet(nn.Module):
   zero_init_residual: bool = True  # each block's last norm scale starts at 0
 
   def check(self):
-    _check_choice("block", self.block, BLOCKS)
-    _check_choice("stem", self.stem, STEMS)
-    _check_choice("activation", self.activation, ACTIVATIONS)
-    _check_choice("norm", self.norm, CONV_NORMS)
-    _check_positive(self, "num_classes", "stage_sizes", "width")
+    check_int("num_classes", self.num_classes)
+    check_ints("stage_sizes", self.stage_sizes)
+    check_int("width", self.width)
+    check_choice("block", self.block, BLOCKS)
+    check_choice("stem", self.stem, STEMS)
+    check_choice("activation", self.activation, ACTIVATIONS)
+    check_choice("norm", self.norm, CONV_NORMS)
+    check_range("bn_momentum", self.bn_momentum, 0.0, 1.0)
+    check_bool("zero_init_residual", self.zero_init_residual)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -212,7 +203,8 @@ class ResNet(nn.Module):
     k, s = (7, 2) if self.stem == "imagenet" else (3, 1)
     x_BxSxC = nn.Conv(self.width, (k,) * nd, strides=(s,) * nd, padding="SAME",
                       use_bias=self.norm == "none", name="stem_conv")(x_BxSxC)
-    x_BxSxC = act(_conv_norm(self.norm, "stem_norm", train, self.bn_momentum)(x_BxSxC))
+    x_BxSxC = act(norm_layer(self.norm, "stem_norm", train=train,
+                             momentum=self.bn_momentum)(x_BxSxC))
     if self.stem == "imagenet":
       x_BxSxC = nn.max_pool(x_BxSxC, (3,) * nd, strides=(2,) * nd, padding="SAME")
     for i, blocks in enumerate(self.stage_sizes):
@@ -270,14 +262,6 @@ ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck
 """ImageNet ResNet-50 (v1.5): 7x7 stem, bottleneck stages of 3, 4, 6, 3 blocks (25.6M params)."""
 
 
-def _token_norm(kind: str, name: str):
-  if kind == "layer":
-    return nn.LayerNorm(name=name)
-  if kind == "rms":
-    return nn.RMSNorm(name=name)
-  return lambda x: x
-
-
 class _EncoderBlock(nn.Module):
   """Pre-norm transformer block (bidirectional attention) on a (B, N, D) token sequence."""
 
@@ -291,7 +275,7 @@ class _EncoderBlock(nn.Module):
     B, N, D = x_BxNxD.shape
     H = self.num_heads
     K = D // H
-    norm = functools.partial(_token_norm, self.norm)
+    norm = functools.partial(norm_layer, self.norm)
     h_BxNxD = norm("attn_norm")(x_BxNxD)
     qkv_BxNx3D = nn.Dense(3 * D, name="qkv")(h_BxNxD)
     qkv_3xBxHxNxK = qkv_BxNx3D.reshape(B, N, 3, H, K).transpose(2, 0, 3, 1, 4)
@@ -325,14 +309,12 @@ class ViT(nn.Module):
   pooling: str = "cls"  # cls | mean
 
   def check(self):
-    _check_choice("activation", self.activation, ACTIVATIONS)
-    _check_choice("norm", self.norm, VIT_NORMS)
-    _check_choice("pooling", self.pooling, VIT_POOLINGS)
-    _check_positive(self, "num_classes", "patch_size", "width", "depth", "num_heads",
-                    "mlp_ratio")
-    if self.width % self.num_heads:
-      raise ValueError(f"model.width={self.width} is not divisible by "
-                       f"model.num_heads={self.num_heads}")
+    for field in ("num_classes", "patch_size", "width", "depth", "num_heads", "mlp_ratio"):
+      check_int(field, getattr(self, field))
+    check_divisible("width", self.width, "num_heads", self.num_heads)
+    check_choice("activation", self.activation, ACTIVATIONS)
+    check_choice("norm", self.norm, TOKEN_NORMS)
+    check_choice("pooling", self.pooling, VIT_POOLINGS)
 
   def _check_size(self, x) -> int:
     nd = _spatial_rank("ViT", x)
@@ -369,7 +351,7 @@ class ViT(nn.Module):
       x_BxNxD = _EncoderBlock(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
                               activation=self.activation, norm=self.norm,
                               name=f"block_{i}")(x_BxNxD)
-    x_BxNxD = _token_norm(self.norm, "final_norm")(x_BxNxD)
+    x_BxNxD = norm_layer(self.norm, "final_norm")(x_BxNxD)
     x_BxD = x_BxNxD[:, 0] if self.pooling == "cls" else x_BxNxD.mean(axis=1)
     # A zero head starts every class at equal odds (big_vision's head_zeroinit).
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x_BxD)

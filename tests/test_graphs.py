@@ -177,14 +177,14 @@ def test_bad_graph_input_names_shapes_and_valid_values():
     jax.eval_shape(model.init, jax.random.PRNGKey(0), bad)
   with pytest.raises(ValueError, match=r"nodes must be \(batch, nodes, features\); got shape"):
     jax.eval_shape(model.init, jax.random.PRNGKey(0), dict(batch, nodes=batch["nodes"][0]))
-  with pytest.raises(ValueError, match=r"model.conv='sage': valid are \['gcn', 'gat'\]"):
+  with pytest.raises(ValueError, match=r"model.conv='sage': valid are \['gat', 'gcn'\]"):
     _model("gnn", conv="sage")
   with pytest.raises(ValueError, match=r"model.adjacency='soft': valid are \['bias', 'mask'\]"):
     _model("graph_transformer", adjacency="soft")
   _model("gnn", conv="gcn", width=10, num_heads=4)  # GCN has no heads: any width
-  with pytest.raises(ValueError, match="model.width=10 is not divisible by num_heads=4"):
+  with pytest.raises(ValueError, match="model.width=10 is not divisible by model.num_heads=4"):
     _model("gnn", conv="gat", width=10, num_heads=4)
-  with pytest.raises(ValueError, match="num_tasks=4 needs output='graph'"):
+  with pytest.raises(ValueError, match="model.num_tasks=4 needs model.output='graph'"):
     _model("gnn", num_tasks=4)
   with pytest.raises(ValueError, match="valid are"):
     data.build(ml_collections.ConfigDict(dict(name="graph_properties", target="cycles")), seed=0)

@@ -88,9 +88,9 @@ def test_gated_conv_param_roles_and_flops():
 
 
 def test_gated_conv_bad_input_names_the_fix():
-  with pytest.raises(ValueError, match=r"model.gate='tanh': valid are \['gelu', 'relu', 'sig"):
-    models.build(_conv_cfg(gate="tanh"))
-  with pytest.raises(ValueError, match=r"model.norm='batch': valid are \['layer', 'rms', 'none'"):
+  with pytest.raises(ValueError, match=r"model.gate='swish': valid are \['gelu', 'gelu_tanh', 're"):
+    models.build(_conv_cfg(gate="swish"))
+  with pytest.raises(ValueError, match=r"model.norm='batch': valid are \['layer', 'none', 'rms'\]"):
     models.build(_conv_cfg(norm="batch"))
   with pytest.raises(ValueError, match="model.kernel_size=0 must be >= 1"):
     models.build(_conv_cfg(kernel_size=0))
@@ -246,7 +246,7 @@ def test_gpt_switches_are_one_override_each():
                                                           variants["activation"])])(params, tokens)
   assert np.abs(np.asarray(outputs[1] - outputs[0])).max() > 1e-4
   assert np.abs(np.asarray(outputs[2] - outputs[0])).max() > 1e-4
-  with pytest.raises(ValueError, match=r"model.attention='flash': valid are \['softmax', 'linea"):
+  with pytest.raises(ValueError, match=r"model.attention='flash': valid are \['linear', 'soft"):
     models.build(_config("gpt", model__attention="flash").model)
 
 

@@ -388,7 +388,7 @@ def test_scion_picks_the_lmo_and_radius_of_each_role():
 
 def test_scion_runs_on_the_models_own_roles():
   import models
-  model = models.GPTTiny()
+  model = models.GPT(vocab_size=256, max_len=32, width=32, depth=2, num_heads=2)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, 8), jnp.int32))
   params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes["params"])
   tx = scion(2.0 ** -12, param_labels=models.param_roles)

@@ -165,7 +165,7 @@ def test_an_image_size_the_model_cannot_take_names_the_shapes(tmp_path):
 
 def test_unknown_choices_list_the_valid_values():
   for cfg, message in (
-      (dict(name="cnn", activation="swish"), r"model.activation='swish': valid are \['gelu', 're"),
+      (dict(name="cnn", activation="swish"), r"model.activation='swish': valid are \['gelu', 'ge"),
       (dict(name="cnn", norm="group"), r"model.norm='group': valid are \['batch', 'layer', 'none"),
       (dict(name="cnn", pool="min"), r"model.pool='min': valid are \['avg', 'max'\]"),
       (dict(name="resnet", block="wide"), r"model.block='wide': valid are \['basic', 'bottlene"),
@@ -173,7 +173,7 @@ def test_unknown_choices_list_the_valid_values():
       (dict(name="vit", pooling="max"), r"model.pooling='max': valid are \['cls', 'mean'\]"),
       (dict(name="vit", norm="batch"), r"model.norm='batch': valid are \['layer', 'none', 'rms"),
       (dict(name="vit", width=30, num_heads=4), r"model.width=30 is not divisible by model.num_h"),
-      (dict(name="resnet", stage_sizes=()), r"model.stage_sizes=\(\) must be >= 1"),
+      (dict(name="resnet", stage_sizes=()), r"model.stage_sizes=\(\) must be a non-empty seq"),
   ):
     with pytest.raises(ValueError, match=message):
       _model(num_classes=10, **cfg)
