@@ -1,7 +1,16 @@
-"""Bad input: one line on stderr, exit code 2, no traceback, nothing trained or saved."""
+"""Bad input: one line on stderr, exit code 2, no traceback, nothing written to the workdir.
+
+Most classes run ``training.cli.main`` in this process (cheap: no new JAX start); a few go
+through ``train.py`` in a fresh process to show the same line and exit code there.
+"""
+
+import os
+import stat
 
 import pytest
-from conftest import run_train
+from conftest import ROOT, run_train
+
+from training import cli
 
 SMOKE = "configs/quickstart.py:smoke"
 
@@ -16,45 +25,161 @@ def _fails_cleanly(proc, *fragments):
   return lines[0]
 
 
-@pytest.mark.parametrize("overrides,devices,fragments", [
-    (("--config.train.step=5",), 1,
-     ("unknown config key 'train.step'", "did you mean train.steps")),
-    (("--config.optimiser.name=sgd",), 1, ("'optimiser.name'", "did you mean optimizer.name")),
-    (("--config.train.steps=abc",), 1, ("abc",)),
-    (("--config.optimizer.name=adamm",), 1, ("unknown optimizer 'adamm'", "adamw", "sgd")),
-    (("--config.model.name=transformer",), 1,
-     ("unknown model 'transformer'", "gpt", "resnet", "mlp")),
-    (("--config.train.global_batch=12",), 8, ("global batch 12", "8 data-parallel devices")),
-    (("--config.optimizer.learning_rate=-1.0",), 1, ("learning_rate=-1.0",)),
-    (("--config.data.seq_len=64",), 1, ("sequence length 64", "max_len=32")),
+def _main(capsys, config, workdir, *overrides) -> str:
+  """``cli.main`` in this process: asserts exit code 2, one stderr line; returns that line."""
+  code = cli.main(["train.py", f"--config={config}", f"--workdir={workdir}", *overrides])
+  err = capsys.readouterr().err
+  assert code == 2, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("optlab: error: "), err
+  return lines[0]
+
+
+def _untouched(path) -> None:
+  assert not os.path.exists(path) or not os.listdir(path), os.listdir(path)
+
+
+@pytest.fixture
+def smoke():
+  return str(ROOT / "configs/quickstart.py") + ":smoke"
+
+
+@pytest.mark.parametrize("override,fragments", [
+    ("--config.train.log_every=0", ("train.log_every=0", ">= 1")),
+    ("--config.train.checkpoint_every=0", ("train.checkpoint_every=0", ">= 1")),
+    ("--config.train.global_batch=0", ("train.global_batch=0", ">= 1")),
+    ("--config.train.steps=0", ("train.steps=0",)),
+    ("--config.train.eval_batch=0", ("train.eval_batch=0",)),
+    ("--config.train.num_microbatches=0", ("train.num_microbatches=0",)),
+    ("--config.train.keep_checkpoints=0", ("train.keep_checkpoints=0",)),
+    ("--config.mesh.fsdp=0", ("mesh.fsdp=0",)),
 ])
-def test_bad_override_is_one_clear_line(tmp_path, overrides, devices, fragments):
-  proc = run_train(SMOKE, tmp_path / "run", *overrides, devices=devices, check=False)
-  _fails_cleanly(proc, *fragments)
-  assert not (tmp_path / "run" / "checkpoints").exists()
+def test_zero(capsys, tmp_path, smoke, override, fragments):
+  line = _main(capsys, smoke, tmp_path / "run", override)
+  assert all(f in line for f in fragments), line
+  _untouched(tmp_path / "run")
 
 
-def test_missing_tfds_dataset_names_dataset_folder_and_fix(tmp_path):
-  empty = tmp_path / "tfds"
-  empty.mkdir()
-  proc = run_train("configs/digits_mlp.py:mnist,smoke", tmp_path / "run",
-                   f"--config.data.data_dir={empty}", check=False)
-  _fails_cleanly(proc, "'mnist'", str(empty / "mnist"), "tfds build mnist")
+@pytest.mark.parametrize("override,fragments", [
+    ("--config.seed=-1", ("seed=-1",)),
+    ("--config.train.steps=-5", ("train.steps=-5",)),
+    ("--config.train.eval_every=-1", ("train.eval_every=-1", "0 = never")),
+    ("--config.train.divergence_loss=-1.0", ("train.divergence_loss=-1.0", "> 0")),
+    ("--config.optimizer.learning_rate=-1.0", ("learning_rate=-1.0",)),
+    ("--config.optimizer.weight_decay=-0.1", ("weight_decay=-0.1",)),
+])
+def test_negative(capsys, tmp_path, smoke, override, fragments):
+  line = _main(capsys, smoke, tmp_path / "run", override)
+  assert all(f in line for f in fragments), line
+  _untouched(tmp_path / "run")
 
 
-def test_workdir_of_another_config_is_refused_unless_asked(tmp_path):
-  run_train(SMOKE, tmp_path, "--config.train.steps=4")
-  proc = run_train(SMOKE, tmp_path, "--config.train.steps=4",
-                   "--config.optimizer.learning_rate=0.5", check=False)
-  _fails_cleanly(proc, "different config", "optimizer.learning_rate: 0.003 -> 0.5",
-                 "--allow_config_change")
+@pytest.mark.parametrize("override,fragments", [
+    ("--config.train.steps=abc", ("config.train.steps", "abc")),
+    ("--config.train.global_batch=1.5", ("config.train.global_batch", "1.5")),
+    ("--config.tensorboard=maybe", ("config.tensorboard",)),
+    ("--config.optimizer.learning_rate=fast", ("config.optimizer.learning_rate", "fast")),
+])
+def test_wrong_type(capsys, tmp_path, smoke, override, fragments):
+  line = _main(capsys, smoke, tmp_path / "run", override)
+  assert all(f in line for f in fragments), line
+  _untouched(tmp_path / "run")
+
+
+@pytest.mark.parametrize("override,fragments", [
+    ("--config.optimizer.kwargs.b1=1.5", ("kwargs.b1=1.5", "[0, 1)")),
+    ("--config.distributed.cpu_collectives=nccl", ("cpu_collectives='nccl'", "gloo")),
+    ("--config.data.seq_len=64", ("sequence length 64", "max_len=32")),
+    ("--config.train.num_microbatches=3", ("global_batch=16", "num_microbatches=3")),
+    ("--config.loss=hinge", ("unknown loss 'hinge'", "cross_entropy")),
+    ("--config.optimizer.name=adamm", ("unknown optimizer 'adamm'", "adamw", "sgd")),
+    ("--config.model.name=transformer", ("unknown model 'transformer'", "gpt", "resnet")),
+    ("--config.train.step=5", ("unknown config key 'train.step'", "did you mean train.steps")),
+    ("--config.optimiser.name=sgd", ("'optimiser.name'", "did you mean optimizer.name")),
+])
+def test_out_of_range_or_unknown(capsys, tmp_path, smoke, override, fragments):
+  line = _main(capsys, smoke, tmp_path / "run", override)
+  assert all(f in line for f in fragments), line
+  _untouched(tmp_path / "run")
+
+
+def test_missing_or_broken_config_file(capsys, tmp_path):
+  assert "nope.py not found" in _main(capsys, tmp_path / "nope.py", tmp_path / "run")
+  broken = tmp_path / "broken.py"
+  broken.write_text("from configs.base import base_config\n\ndef get_config(arg=''):\n"
+                    "  c = base_config(\n  return c\n")
+  line = _main(capsys, broken, tmp_path / "run")
+  assert f"{broken}:4" in line and "SyntaxError" in line, line
+  failing = tmp_path / "failing.py"
+  failing.write_text("def get_config(arg=''):\n  return undefined_name\n")
+  line = _main(capsys, failing, tmp_path / "run")
+  assert f"{failing}:2" in line and "NameError" in line and "undefined_name" in line, line
+  empty = tmp_path / "empty.py"
+  empty.write_text("x = 1\n")
+  assert "defines no get_config" in _main(capsys, empty, tmp_path / "run")
+  assert "unknown config variant smok" in _main(
+      capsys, str(ROOT / "configs/quickstart.py") + ":smok", tmp_path / "run")
+  _untouched(tmp_path / "run")
+
+
+def test_config_file_runs_once(capsys, tmp_path, monkeypatch):
+  counter = tmp_path / "count"
+  config = tmp_path / "counted.py"
+  config.write_text(
+      "import pathlib\nfrom configs.quickstart import get_config as quickstart\n\n"
+      f"def get_config(arg=''):\n  p = pathlib.Path({str(counter)!r})\n"
+      "  p.write_text(str(int(p.read_text()) + 1 if p.exists() else 1))\n"
+      "  return quickstart('smoke')\n")
+  monkeypatch.syspath_prepend(str(ROOT))
+  parsed, workdir, _ = cli.parse(["train.py", f"--config={config}", f"--workdir={tmp_path}",
+                                  "--config.train.steps=7"])
+  assert parsed.train.steps == 7 and workdir == str(tmp_path)
+  assert counter.read_text() == "1"
+
+
+def test_unusable_workdir(capsys, tmp_path, smoke):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("not a folder")
+  assert "is a file, not a folder" in _main(capsys, smoke, a_file)
+  assert "lies below" in _main(capsys, smoke, a_file / "run")
+  assert a_file.read_text() == "not a folder"
+  if os.geteuid() != 0:  # root writes anywhere: the permission check cannot be seen as root
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    assert "not writable" in _main(capsys, smoke, locked / "run")
+  assert "missing --workdir" in _main(capsys, smoke, "")
+
+
+def test_workdir_of_another_config_is_refused_unless_asked(capsys, tmp_path, smoke):
+  (tmp_path / "config.json").write_text(
+      cli.load_config(smoke).to_json_best_effort().replace('"steps": 20', '"steps": 4'))
+  line = _main(capsys, smoke, tmp_path, "--config.train.steps=4",
+               "--config.optimizer.learning_rate=0.5")
+  assert "different config" in line and "optimizer.learning_rate: 0.003 -> 0.5" in line
+  assert "--allow_config_change" in line
+  assert os.listdir(tmp_path) == ["config.json"]
   proc = run_train(SMOKE, tmp_path, "--config.train.steps=6",
                    "--config.optimizer.learning_rate=0.5", "--allow_config_change")
   assert proc.returncode == 0
+  assert "step 6/6 (100%)" in proc.stdout  # progress lines when the output is not a terminal
+  assert f"results in {tmp_path / 'summary.json'}" in proc.stdout
 
 
-def test_missing_config_file_and_unknown_variant(tmp_path):
-  proc = run_train("configs/nope.py", tmp_path, check=False)
-  _fails_cleanly(proc, "configs/nope.py not found")
-  proc = run_train("configs/quickstart.py:smok", tmp_path, check=False)
-  _fails_cleanly(proc, "unknown config variant smok", "valid are smoke")
+@pytest.mark.parametrize("overrides,devices,fragments", [
+    (("--config.train.global_batch=12",), 8, ("global batch 12", "8 data-parallel devices")),
+    (("--config.train.log_every=0",), 1, ("train.log_every=0",)),
+])
+def test_train_py_gives_the_same_line_and_exit_code(tmp_path, overrides, devices, fragments):
+  proc = run_train(SMOKE, tmp_path / "run", *overrides, devices=devices, check=False)
+  _fails_cleanly(proc, *fragments)
+  _untouched(tmp_path / "run")
+
+
+def test_missing_tfds_dataset_names_dataset_folder_and_fix(capsys, tmp_path):
+  empty = tmp_path / "tfds"
+  empty.mkdir()
+  line = _main(capsys, str(ROOT / "configs/digits_mlp.py") + ":mnist,smoke", tmp_path / "run",
+               f"--config.data.data_dir={empty}")
+  assert "'mnist'" in line and str(empty / "mnist") in line and "tfds build mnist" in line
+  _untouched(tmp_path / "run")

@@ -17,10 +17,6 @@ import traceback
 from absl import flags, logging
 from ml_collections import config_flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (resumed if it holds a run)")
-_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    "allow_config_change", False, "continue a run in --workdir although its config differs")
-
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
 EXIT_FAULT = 3
@@ -114,18 +110,23 @@ def parse(argv: list[str]):
   """``(config, workdir, allow_config_change)`` from the command line; ``UsageError`` if bad.
 
   The config file runs once; ``--config.a.b=V`` overrides are applied to its (locked) result.
+  The flags live in their own ``FlagValues``, so parsing twice in one process is safe.
   """
   spec, rest = _config_spec(argv)
   config = load_config(spec)
   check_overrides(config, rest)
-  if "config" in flags.FLAGS:
-    delattr(flags.FLAGS, "config")
+  fv = flags.FlagValues()
+  workdir = flags.DEFINE_string("workdir", None, "run directory (resumed if it holds a run)",
+                                flag_values=fv)
+  allow_config_change = flags.DEFINE_bool(
+      "allow_config_change", False, "continue a run in --workdir although its config differs",
+      flag_values=fv)
   holder = config_flags.DEFINE_config_dict("config", config, "experiment config",
-                                           lock_config=True, sys_argv=rest)
-  flags.FLAGS(rest)
-  if not _WORKDIR.value:
+                                           flag_values=fv, lock_config=True, sys_argv=rest)
+  fv(rest)
+  if not workdir.value:
     raise UsageError("missing --workdir=DIR (where metrics, checkpoints and reports go)")
-  return holder.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value
+  return holder.value, workdir.value, allow_config_change.value
 
 
 def _error(e: BaseException, code: int) -> int:
