@@ -151,6 +151,7 @@ def test_unusable_workdir(capsys, tmp_path, smoke):
   assert "missing --workdir" in _main(capsys, smoke, "")
 
 
+@pytest.mark.slow  # one run of train.py
 def test_workdir_of_another_config_is_refused_unless_asked(capsys, tmp_path, smoke):
   (tmp_path / "config.json").write_text(
       cli.load_config(smoke).to_json_best_effort().replace('"steps": 20', '"steps": 4'))
@@ -166,6 +167,7 @@ def test_workdir_of_another_config_is_refused_unless_asked(capsys, tmp_path, smo
   assert f"results in {tmp_path / 'summary.json'}" in proc.stdout
 
 
+@pytest.mark.slow  # train.py in a fresh process
 @pytest.mark.parametrize("overrides,devices,fragments", [
     (("--config.train.global_batch=12",), 8, ("global batch 12", "8 data-parallel devices")),
     (("--config.train.log_every=0",), 1, ("train.log_every=0",)),

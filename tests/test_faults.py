@@ -123,6 +123,7 @@ def test_a_second_lock_on_a_workdir_is_refused_and_a_killed_holder_frees_it(tmp_
     pass
 
 
+@pytest.mark.slow  # two short runs, compiled here
 def test_every_checkpoint_damaged_stops_the_command_line_with_one_line(tmp_path, capsys):
   argv = ["train.py", f"--config={ROOT / 'configs/quickstart.py'}:smoke",
           f"--workdir={tmp_path}", "--config.train.steps=10"]
@@ -179,6 +180,7 @@ def test_the_disk_filling_up_ends_in_one_line_and_the_run_resumes(small_filesyst
   assert np.isfinite([r["loss"] for r in read_metrics(workdir)]).all()
 
 
+@pytest.mark.slow  # a live train.py beside this process
 def test_a_second_run_is_refused_while_the_first_lives(tmp_path, capsys):
   argv = [f"--config={ROOT / 'configs/quickstart.py'}:smoke", f"--workdir={tmp_path}",
           "--config.train.steps=100000", "--config.train.checkpoint_every=3"]

@@ -5,12 +5,14 @@ import time
 
 import nbclient
 import nbformat
+import pytest
 from conftest import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "sde.ipynb"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # a kernel and thousands of SDE paths
 def test_sde_notebook_runs_and_draws_its_figures(tmp_path, monkeypatch):
   monkeypatch.setenv("OPTLAB_FIGURE_DIR", str(tmp_path))  # the kernel inherits it
   notebook = nbformat.read(NOTEBOOK, as_version=4)

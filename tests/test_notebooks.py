@@ -6,6 +6,7 @@ from conftest import ROOT
 from nbclient import NotebookClient
 
 
+@pytest.mark.slow  # a kernel, JAX and several compiles
 @pytest.mark.parametrize("name", ["compose_transforms.ipynb"])
 def test_notebook_runs_top_to_bottom(name, tmp_path):
   notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)

@@ -25,6 +25,7 @@ def test_quickstart_reaches_its_loss_target(tmp_path):
     assert key in first
 
 
+@pytest.mark.slow  # train.py in a fresh process, as every test in this file
 def test_digits_mlp_learns(tmp_path):
   run_train("configs/digits_mlp.py", tmp_path)
   summary = read_summary(tmp_path)
@@ -33,6 +34,7 @@ def test_digits_mlp_learns(tmp_path):
   assert "tokens_seen" not in read_metrics(tmp_path)[0]
 
 
+@pytest.mark.slow
 def test_diverging_run_is_marked_and_exits_nonzero(tmp_path):
   proc = run_train("configs/digits_mlp.py:smoke", tmp_path, "--config.optimizer.learning_rate=1e6",
                    "--config.train.divergence_loss=50.0", check=False)
@@ -41,6 +43,7 @@ def test_diverging_run_is_marked_and_exits_nonzero(tmp_path):
   assert read_summary(tmp_path)["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_tensorboard_events_when_enabled(tmp_path):
   run_train("configs/digits_mlp.py:smoke", tmp_path, "--config.tensorboard=True")
   events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

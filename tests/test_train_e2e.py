@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, read_metrics, read_summary, run_train, train_cmd
 
+# Each test starts train.py in fresh processes (JAX start and compile): the slow tier.
+pytestmark = pytest.mark.slow
+
 SMOKE = "configs/quickstart.py:smoke"
 LONG = ("--config.train.steps=60", "--config.train.checkpoint_every=7")
 
