@@ -14,6 +14,8 @@ switches are one override each: ``--config.model.activation=relu``, ``--config.m
 ``--config.model.attention=linear`` (gpt), ``--config.model.pooling=mean`` (cnn).
 """
 
+from configs.base import set_budget, set_optimizer
+
 ARCHS = ("gpt", "cnn")
 DATA = ("motifs", "genomics_ood")
 # Peak learning rates for SGD with heavy-ball momentum 0.9 (configs/modalities.py `sgd`).
@@ -87,18 +89,22 @@ def apply(c, arch: str, smoke: bool, data: str = "motifs") -> None:
     c.model.norm = "layer"  # layer | rms | none
 
   c.loss = "cross_entropy"  # next-base or class cross-entropy, in nats
-  c.optimizer.learning_rate = 1e-2 if arch == "gpt" else 2e-3  # Adam's peak learning rate
-  c.optimizer.kwargs.b1 = 0.9  # Adam's first-moment decay
-  c.optimizer.kwargs.b2 = 0.999  # Adam's second-moment decay
-  c.optimizer.kwargs.eps = 1e-8  # Adam's denominator floor
-  c.optimizer.grad_clip_norm = 1.0  # both methods clip the global gradient norm at 1
-  c.optimizer.schedule.name = "warmup_cosine"  # linear warmup, cosine decay
-  c.optimizer.schedule.warmup_steps = 2 if smoke else 30  # warmup length
-  c.optimizer.schedule.end_factor = 0.1  # final learning rate / peak
-
-  c.train.steps = 20 if smoke else 400  # optimizer updates
-  c.train.global_batch = 16 if smoke else 64  # sequences per update
-  c.train.eval_batch = 32 if smoke else 128  # sequences per evaluation batch
-  c.train.log_every = 1 if smoke else 20  # steps between metric lines
-  c.train.eval_every = 20 if smoke else 100  # steps between evaluations (and at the end)
-  c.train.checkpoint_every = 20 if smoke else 200  # steps between checkpoints (and at the end)
+  set_optimizer(
+      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
+      learning_rate=1e-2 if arch == "gpt" else 2e-3,  # Adam's peak learning rate
+      b1=0.9,  # Adam's first-moment decay
+      b2=0.999,  # Adam's second-moment decay
+      eps=1e-8,  # Adam's denominator floor
+      weight_decay=0.0,  # no weight decay
+      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+      schedule="warmup_cosine",  # linear warmup, cosine decay
+      warmup_steps=2 if smoke else 30,  # warmup length
+      end_factor=0.1)  # final learning rate / peak
+  set_budget(
+      c,
+      steps=20 if smoke else 400,  # optimizer updates
+      batch=16 if smoke else 64,  # sequences per update
+      eval_batch=32 if smoke else 128,  # sequences per evaluation batch
+      log_every=1 if smoke else 20,  # steps between metric lines
+      eval_every=20 if smoke else 100,  # steps between evaluations (and at the end)
+      checkpoint_every=20 if smoke else 200)  # steps between checkpoints (and at the end)

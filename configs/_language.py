@@ -9,6 +9,8 @@ Architectural switches are one override each: ``--config.model.attention=linear`
 ``--config.model.activation=relu``, ``--config.model.norm=rms``, ``--config.model.gate=gelu``.
 """
 
+from configs.base import set_budget, set_optimizer
+
 ARCHS = ("gpt", "gated_conv")
 DATA = ("stdlib", "zipf", "uniform", "lm1b", "tiny_shakespeare", "c4")
 # Peak learning rates for SGD with heavy-ball momentum 0.9 (configs/modalities.py `sgd`).
@@ -59,7 +61,7 @@ def apply(c, arch: str, smoke: bool, data: str = "stdlib") -> None:
   seq_len = 32 if smoke else 256
   vocab_size = _data(c, data, seq_len, smoke)
 
-  c.model.name = arch
+  c.model.name = arch  # models/gpt.py | models/gated_conv.py
   c.model.vocab_size = vocab_size  # must match the data's tokens
   c.model.width = 32 if smoke else 256  # residual stream width D
   c.model.depth = 2 if smoke else 4  # residual blocks
@@ -80,18 +82,22 @@ def apply(c, arch: str, smoke: bool, data: str = "stdlib") -> None:
   c.model.use_bias = False  # biases in the dense / convolution layers
 
   c.loss = "cross_entropy"  # next-token cross-entropy, in nats
-  c.optimizer.learning_rate = 3e-3  # Adam's peak learning rate
-  c.optimizer.kwargs.b1 = 0.9  # Adam's first-moment decay
-  c.optimizer.kwargs.b2 = 0.95  # Adam's second-moment decay (LM practice)
-  c.optimizer.kwargs.eps = 1e-8  # Adam's denominator floor
-  c.optimizer.grad_clip_norm = 1.0  # both methods clip the global gradient norm at 1
-  c.optimizer.schedule.name = "warmup_cosine"  # linear warmup, cosine decay
-  c.optimizer.schedule.warmup_steps = 2 if smoke else 100  # warmup length
-  c.optimizer.schedule.end_factor = 0.1  # final learning rate / peak
-
-  c.train.steps = 20 if smoke else 2000  # optimizer updates
-  c.train.global_batch = 16 if smoke else 32  # sequences per update
-  c.train.eval_batch = 16 if smoke else 32  # sequences per evaluation batch
-  c.train.log_every = 1 if smoke else 20  # steps between metric lines
-  c.train.eval_every = 10 if smoke else 500  # steps between evaluations (and at the end)
-  c.train.checkpoint_every = 10 if smoke else 500  # steps between checkpoints
+  set_optimizer(
+      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
+      learning_rate=3e-3,  # Adam's peak learning rate
+      b1=0.9,  # Adam's first-moment decay
+      b2=0.95,  # Adam's second-moment decay (LM practice)
+      eps=1e-8,  # Adam's denominator floor
+      weight_decay=0.0,  # no weight decay
+      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+      schedule="warmup_cosine",  # linear warmup, cosine decay
+      warmup_steps=2 if smoke else 100,  # warmup length
+      end_factor=0.1)  # final learning rate / peak
+  set_budget(
+      c,
+      steps=20 if smoke else 2000,  # optimizer updates
+      batch=16 if smoke else 32,  # sequences per update
+      eval_batch=16 if smoke else 32,  # sequences per evaluation batch
+      log_every=1 if smoke else 20,  # steps between metric lines
+      eval_every=10 if smoke else 500,  # steps between evaluations (and at the end)
+      checkpoint_every=10 if smoke else 500)  # steps between checkpoints

@@ -5,6 +5,8 @@ evaluation loss minus ``summary["data"]["eval_bayes_risk"]`` is the excess risk;
 studies vary ``train.global_batch`` and the learning rate on it.
 """
 
+from configs.base import set_budget, set_optimizer
+
 ARCHS = ("linear",)
 # Peak learning rate for SGD with heavy-ball momentum 0.9 (configs/modalities.py `sgd`):
 # 0.05 / (1 - 0.9) = 0.5 per unit curvature, well inside the stable range for the top
@@ -26,23 +28,27 @@ def apply(c, arch: str, smoke: bool) -> None:
   c.data.rotate = False  # True: a fixed random rotation takes the spectrum off the axes
   c.data.eval_examples = 4096 if smoke else 8192  # fixed evaluation set (seed-independent)
 
-  c.model.name = arch
+  c.model.name = arch  # models/linear.py: a linear model
   c.model.input_dim = dim  # must equal data.dim
   c.model.use_bias = False  # the data are centred
 
   c.loss = "mean_squared_error"  # (prediction - target)^2 / 2
-  c.optimizer.learning_rate = 0.1 if smoke else 0.02  # Adam's peak learning rate
-  c.optimizer.kwargs.b1 = 0.9  # Adam's first-moment decay
-  c.optimizer.kwargs.b2 = 0.999  # Adam's second-moment decay
-  c.optimizer.kwargs.eps = 1e-8  # Adam's denominator floor
-  c.optimizer.grad_clip_norm = 0.0  # no clipping: the quadratic has no outliers to tame
-  c.optimizer.schedule.name = "warmup_cosine"  # decay to end_factor removes the noise floor
-  c.optimizer.schedule.warmup_steps = 2 if smoke else 20  # warmup length
-  c.optimizer.schedule.end_factor = 0.0  # final learning rate / peak
-
-  c.train.steps = 20 if smoke else 400  # optimizer updates
-  c.train.global_batch = 64 if smoke else 32  # examples per update
-  c.train.eval_batch = 1024  # examples per evaluation batch
-  c.train.log_every = 1 if smoke else 10  # steps between metric lines
-  c.train.eval_every = 10 if smoke else 100  # steps between evaluations (and at the end)
-  c.train.checkpoint_every = 10 if smoke else 400  # steps between checkpoints
+  set_optimizer(
+      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
+      learning_rate=0.1 if smoke else 0.02,  # Adam's peak learning rate
+      b1=0.9,  # Adam's first-moment decay
+      b2=0.999,  # Adam's second-moment decay
+      eps=1e-8,  # Adam's denominator floor
+      weight_decay=0.0,  # no weight decay: the excess risk is measured against w*
+      grad_clip_norm=0.0,  # no clipping: the quadratic has no outliers to tame
+      schedule="warmup_cosine",  # decay to end_factor removes the noise floor
+      warmup_steps=2 if smoke else 20,  # warmup length
+      end_factor=0.0)  # final learning rate / peak
+  set_budget(
+      c,
+      steps=20 if smoke else 400,  # optimizer updates
+      batch=64 if smoke else 32,  # examples per update
+      eval_batch=1024,  # examples per evaluation batch
+      log_every=1 if smoke else 10,  # steps between metric lines
+      eval_every=10 if smoke else 100,  # steps between evaluations (and at the end)
+      checkpoint_every=10 if smoke else 400)  # steps between checkpoints

@@ -17,6 +17,7 @@ are one field each (``--config.model.activation=gelu``, ``--config.model.norm=no
 ``--config.model.pooling=mean``, ``--config.model.block=bottleneck``).
 """
 
+from configs.base import set_budget, set_optimizer
 from data.tfds_vision import CHANNEL_STATS
 
 ARCHS = ("mlp", "cnn", "resnet", "vit")
@@ -127,31 +128,29 @@ def apply(c, arch: str, smoke: bool, data: str = "") -> None:
     c.model.norm = "layer"  # layer | rms | none (pre-norm blocks)
     c.model.pooling = "cls"  # cls (class token) | mean (average of the tokens)
 
-  c.optimizer.learning_rate = _ADAM_LEARNING_RATE[arch]  # Adam's peak learning rate
-  c.optimizer.kwargs.b1 = 0.9  # Adam's first-moment decay
-  c.optimizer.kwargs.b2 = 0.999  # Adam's second-moment decay
-  c.optimizer.kwargs.eps = 1e-8  # Adam's denominator offset
-  c.optimizer.schedule.name = "warmup_cosine"  # linear warmup, cosine decay to end_factor
-  c.optimizer.schedule.end_factor = 0.0  # decay to zero
-
   if smoke:  # seconds on a CPU
-    c.optimizer.schedule.warmup_steps = 2  # short warmup
-    c.train.steps = 60  # updates
-    c.train.global_batch = 32  # examples per update
-    c.train.eval_batch = 64  # examples per evaluation batch
-    c.train.log_every = 1  # log every step, so the test sees the loss fall
-    c.train.eval_every = 60  # evaluate at the end only
-    c.train.checkpoint_every = 60  # checkpoint at the end only
-    return
-  if data in _TFDS_SCHEDULE:
+    batch, steps = 32, 60
+  elif data in _TFDS_SCHEDULE:
     batch, steps = _TFDS_SCHEDULE[data]
   else:  # embedded data: a minute or less on a CPU
     batch = 128 if data == "mnist1d" else 64
     steps = {"mlp": 2000, "cnn": 300, "resnet": 500, "vit": 1000}[arch]
-  c.optimizer.schedule.warmup_steps = steps // 20  # 5% warmup
-  c.train.steps = steps  # updates
-  c.train.global_batch = batch  # examples per update
-  c.train.eval_batch = 120 if data == "digits" else 200  # a short last batch is padded
-  c.train.log_every = 10  # log every this many steps
-  c.train.eval_every = steps // 5  # five evaluations per run
-  c.train.checkpoint_every = steps // 5  # a checkpoint with each evaluation
+  set_optimizer(
+      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
+      learning_rate=_ADAM_LEARNING_RATE[arch],  # Adam's peak learning rate
+      b1=0.9,  # Adam's first-moment decay
+      b2=0.999,  # Adam's second-moment decay
+      eps=1e-8,  # Adam's denominator offset
+      weight_decay=0.0,  # no weight decay
+      grad_clip_norm=0.0,  # no clipping
+      schedule="warmup_cosine",  # linear warmup, cosine decay to end_factor
+      warmup_steps=2 if smoke else steps // 20,  # a short warmup; 5% of the run
+      end_factor=0.0)  # decay to zero
+  set_budget(
+      c,
+      steps=steps,  # updates
+      batch=batch,  # examples per update
+      eval_batch=64 if smoke else 120 if data == "digits" else 200,  # last batch padded
+      log_every=1 if smoke else 10,  # smoke: every step, so the test sees the loss fall
+      eval_every=steps if smoke else steps // 5,  # smoke: at the end only; else 5 per run
+      checkpoint_every=steps if smoke else steps // 5)  # with each evaluation

@@ -1,4 +1,9 @@
-"""The keys every experiment config has, each with its meaning. Experiments start from here."""
+"""The keys every experiment config has, each with its meaning. Experiments start from here.
+
+``set_optimizer`` and ``set_budget`` fill the two blocks every experiment sets (the method with
+its schedule, and the run's length and cadence) in one call each; the caller gives every value,
+with its comment, so each hyperparameter still reads in the experiment's own file.
+"""
 
 import ml_collections
 
@@ -61,3 +66,29 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.tensorboard = False  # also write TensorBoard event files (tensorboardX)
   return c
+
+
+def set_optimizer(c: ml_collections.ConfigDict, name: str, *, learning_rate: float,
+                  weight_decay: float, grad_clip_norm: float, schedule: str, warmup_steps: int,
+                  end_factor: float, **kwargs) -> None:
+  """Sets ``c.optimizer``: the method ``name`` with its ``kwargs`` (in the order given)."""
+  c.optimizer.name = name  # an optimizer from optimizers.available()
+  c.optimizer.learning_rate = learning_rate  # peak learning rate of the schedule
+  for key, value in kwargs.items():
+    c.optimizer.kwargs[key] = value  # a method argument: b1, b2, eps, momentum, ...
+  c.optimizer.weight_decay = weight_decay  # decoupled where the method has it, else L2
+  c.optimizer.grad_clip_norm = grad_clip_norm  # global gradient-norm clip (0 = off)
+  c.optimizer.schedule.name = schedule  # constant | warmup_constant | warmup_cosine | wsd
+  c.optimizer.schedule.warmup_steps = warmup_steps  # linear warmup from 0 over this many steps
+  c.optimizer.schedule.end_factor = end_factor  # final learning rate / peak (cosine, wsd)
+
+
+def set_budget(c: ml_collections.ConfigDict, *, steps: int, batch: int, eval_batch: int,
+               log_every: int, eval_every: int, checkpoint_every: int) -> None:
+  """Sets the run's length and cadence in ``c.train``."""
+  c.train.steps = steps  # optimizer updates in the run (the schedule's length)
+  c.train.global_batch = batch  # examples per update, over all devices and microbatches
+  c.train.eval_batch = eval_batch  # examples per evaluation batch (the last one padded)
+  c.train.log_every = log_every  # steps between lines of metrics.jsonl
+  c.train.eval_every = eval_every  # steps between evaluations (and at the end; 0 = never)
+  c.train.checkpoint_every = checkpoint_every  # steps between checkpoints (and at the end)

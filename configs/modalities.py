@@ -40,7 +40,6 @@ def get_config(arg: str = ""):
   if len(chosen) > 1:
     raise ValueError(f"choose one data set of {modality}, not {', '.join(sorted(chosen))}")
   c = base_config()
-  c.optimizer.name = "adam"
   if chosen:
     module.apply(c, arch, "smoke" in flags, data=chosen.pop())
   else:
@@ -49,6 +48,6 @@ def get_config(arg: str = ""):
   c.optimizer.kwargs.momentum = 0.9  # SGD's heavy-ball momentum
   c.optimizer.kwargs.nesterov = False  # SGD: plain heavy ball
   if "sgd" in flags:
-    c.optimizer.name = "sgd"
-    c.optimizer.learning_rate = module.SGD_LEARNING_RATE[arch]
+    c.optimizer.name = "sgd"  # SGD with the momentum above, in place of Adam
+    c.optimizer.learning_rate = module.SGD_LEARNING_RATE[arch]  # the pair's SGD peak rate
   return c.lock()

@@ -4,13 +4,13 @@
     python train.py --config=configs/quickstart.py:smoke --workdir=/tmp/qs  # seconds, for tests
 """
 
-from configs.base import base_config, parse_variants
+from configs.base import base_config, parse_variants, set_budget, set_optimizer
 
 
 def get_config(arg: str = ""):
-  variants = parse_variants(arg, ("smoke",))
+  smoke = "smoke" in parse_variants(arg, ("smoke",))  # a tiny variant that runs in seconds
   c = base_config()
-  c.model.name = "gpt"
+  c.model.name = "gpt"  # models/gpt.py: decoder-only Transformer
   c.model.vocab_size = 256  # bytes
   c.model.max_len = 256  # longest sequence the position table covers
   c.model.width = 256  # residual stream width D
@@ -29,37 +29,32 @@ def get_config(arg: str = ""):
   c.data.validation_every = 10  # files whose path CRC32 is divisible by this are validation
   c.data.eval_examples = 64  # validation windows
 
-  c.optimizer.name = "adamw"
-  c.optimizer.learning_rate = 3e-3
-  c.optimizer.kwargs.b1 = 0.9
-  c.optimizer.kwargs.b2 = 0.95
-  c.optimizer.kwargs.eps = 1e-8
-  c.optimizer.weight_decay = 0.1
-  c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.schedule.name = "warmup_cosine"
-  c.optimizer.schedule.warmup_steps = 30
-  c.optimizer.schedule.end_factor = 0.1
+  set_optimizer(
+      c, "adamw",  # Adam with decoupled weight decay
+      learning_rate=3e-3,  # peak learning rate
+      b1=0.9,  # first-moment decay
+      b2=0.95,  # second-moment decay (LM practice)
+      eps=1e-8,  # denominator floor
+      weight_decay=0.1,  # decoupled, on the embedding, hidden and head matrices
+      grad_clip_norm=1.0,  # clip the global gradient norm at 1
+      schedule="warmup_cosine",  # linear warmup, cosine decay
+      warmup_steps=2 if smoke else 30,  # warmup length
+      end_factor=0.1)  # final learning rate / peak
+  set_budget(
+      c,
+      steps=20 if smoke else 300,  # optimizer updates
+      batch=16,  # sequences per update
+      eval_batch=16,  # sequences per evaluation batch
+      log_every=1 if smoke else 10,  # steps between metric lines
+      eval_every=10 if smoke else 100,  # steps between evaluations (and at the end)
+      checkpoint_every=5 if smoke else 100)  # steps between checkpoints (and at the end)
 
-  c.train.steps = 300
-  c.train.global_batch = 16
-  c.train.eval_batch = 16
-  c.train.log_every = 10
-  c.train.eval_every = 100
-  c.train.checkpoint_every = 100
-
-  if "smoke" in variants:  # a tiny variant that runs in seconds
-    c.model.max_len = 32
-    c.model.width = 32
-    c.model.depth = 2
-    c.model.num_heads = 2
-    c.model.attn_chunks = 2
-    c.data.seq_len = 32
-    c.data.eval_examples = 16
-    c.optimizer.schedule.warmup_steps = 2
-    c.train.steps = 20
-    c.train.global_batch = 16
-    c.train.eval_batch = 16
-    c.train.log_every = 1
-    c.train.eval_every = 10
-    c.train.checkpoint_every = 5
+  if smoke:  # a model and windows small enough for seconds on a CPU
+    c.model.max_len = 32  # = data.seq_len
+    c.model.width = 32  # residual stream width D
+    c.model.depth = 2  # transformer blocks
+    c.model.num_heads = 2  # attention heads
+    c.model.attn_chunks = 2  # causal query chunks
+    c.data.seq_len = 32  # bytes per training sequence
+    c.data.eval_examples = 16  # validation windows
   return c.lock()

@@ -39,3 +39,33 @@ def test_unknown_modality_or_architecture_lists_the_valid_ones(arg, fragments, t
   assert len(lines) == 1 and "Traceback" not in proc.stderr
   for fragment in fragments:
     assert fragment in lines[0]
+
+
+def _settings(tree):
+  """Lines of every ``c.<key> = <value>`` and of every argument of set_optimizer / set_budget."""
+  import ast
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+      root = node.targets[0]
+      while isinstance(root, ast.Attribute):
+        root = root.value
+      section = isinstance(node.value, ast.Call) and ast.unparse(node.value.func).endswith(
+          "ConfigDict")  # a new section of keys, not a value
+      if isinstance(root, ast.Name) and root.id == "c" and not section:
+        yield node.end_lineno
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+          and node.func.id in ("set_optimizer", "set_budget")):
+      yield from (k.value.end_lineno for k in node.keywords)
+      yield from (a.end_lineno for a in node.args[1:])  # the method's name
+
+
+def test_every_hyperparameter_in_every_config_file_has_a_comment(root):
+  import ast
+  for path in sorted((root / "configs").glob("*.py")):
+    lines = path.read_text().splitlines()
+    numbers = set(_settings(ast.parse("\n".join(lines))))
+    bare = [f"{path.name}:{n}: {lines[n - 1].strip()}" for n in sorted(numbers)
+            if "  # " not in lines[n - 1]]
+    assert not bare, "\n".join(bare)
+    if path.name not in ("__init__.py", "modalities.py"):
+      assert numbers, path.name  # the walk found the settings
