@@ -49,7 +49,20 @@ def _pad(nodes_nxf: np.ndarray, adjacency_nxn: np.ndarray, max_nodes: int) -> di
   return {"nodes": nodes, "adjacency": adjacency, "node_mask": mask}
 
 
-class SBMNodes:
+class _DrawnGraphs:
+  """Generated graphs: training graph ``i`` is ``_one((0, seed, i))``, evaluation graph ``j``
+  is ``_one((1, j))``, each drawn from ``default_rng`` of that key alone."""
+
+  tokens_per_example = 0
+
+  def examples(self, start: int, count: int) -> dict:
+    return stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
+
+  def eval_set(self) -> dict:
+    return stack([self._one((1, j)) for j in range(self.eval_examples)])
+
+
+class SBMNodes(_DrawnGraphs):
   """Node classification on graphs from a stochastic block model (a contextual SBM).
 
   Each graph has n ~ U{min_nodes..max_nodes} nodes, each in one of ``num_communities``
@@ -65,8 +78,6 @@ class SBMNodes:
   are outside the loss and the accuracy. Training graph ``i`` comes from
   ``default_rng((0, seed, i))``, evaluation graph ``j`` from ``default_rng((1, j))``.
   """
-
-  tokens_per_example = 0
 
   def __init__(self, *, seed: int, max_nodes: int = 32, min_nodes: int = 16,
                num_communities: int = 4, p_in: float = 0.7, p_out: float = 0.02,
@@ -104,12 +115,6 @@ class SBMNodes:
     targets[:n] = labels
     return {"inputs": inputs, "targets": targets, "weights": inputs["node_mask"].copy()}
 
-  def examples(self, start: int, count: int) -> dict:
-    return stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
-
-  def eval_set(self) -> dict:
-    return stack([self._one((1, j)) for j in range(self.eval_examples)])
-
   def feature_only_accuracy(self, batch: dict) -> float:
     """Accuracy of the nearest-class-mean rule on each node's own features (no structure)."""
     nodes_BxNxF = batch["inputs"]["nodes"]
@@ -119,7 +124,7 @@ class SBMNodes:
     return float((correct * batch["weights"]).sum() / batch["weights"].sum())
 
 
-class GraphProperties:
+class GraphProperties(_DrawnGraphs):
   """Graph regression of a structural property of Erdos-Renyi graphs, reported as MAE.
 
   Graph ``i`` has n ~ U{min_nodes..max_nodes} nodes and edge probability
@@ -136,7 +141,6 @@ class GraphProperties:
   Seeds as in ``SBMNodes``.
   """
 
-  tokens_per_example = 0
   TARGETS = ("triangles", "mean_degree")
 
   def __init__(self, *, seed: int, target: str = "triangles", max_nodes: int = 16,
@@ -173,12 +177,6 @@ class GraphProperties:
     nodes = np.stack([np.ones(n), degree], 1).astype(np.float32)
     return {"inputs": _pad(nodes, adjacency, self.max_nodes),
             "targets": np.array([value], np.float32)}
-
-  def examples(self, start: int, count: int) -> dict:
-    return stack([self._one((0, self.seed, i)) for i in range(start, start + count)])
-
-  def eval_set(self) -> dict:
-    return stack([self._one((1, j)) for j in range(self.eval_examples)])
 
 
 class TfdsMolPCBA(TfdsSource):
