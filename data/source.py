@@ -1,8 +1,9 @@
 """What every data source promises (``DataSource``), and the checks of its constructor arguments.
 
-A bad argument fails in the constructor, before any data is read or drawn, with one line that
-names the config key as ``data.<key>=<value>`` and what to set instead: a run must never compile
-a model for data that cannot be made.
+A bad argument fails in the constructor, before any data is read or drawn (but for the checks
+that need the data's size, such as a window longer than the text), with one line that names
+the config key as ``data.<key>=<value>`` and what to set instead: a run must never compile a
+model for data that cannot be made.
 """
 
 import math
@@ -89,10 +90,6 @@ def check_number(key: str, value, *, low: float | None = None, high: float | Non
   if ((low is not None and (value <= low if low_open else value < low))
       or (high is not None and (value >= high if high_open else value > high))):
     _fail(key, value, f"must be {bounds}", fix)
-
-
-def check_probability(key: str, value) -> None:
-  check_number(key, value, low=0.0, high=1.0)
 
 
 def check_bool(key: str, value) -> None:
