@@ -48,6 +48,9 @@ def test_one_vs_eight_devices_data_parallel_and_fsdp(tmp_path):
     assert read_summary(workdir)["devices"] == devices
     losses[name] = _losses(workdir)
   assert len(losses["1"]) == 20 and losses["1"][-1] < losses["1"][0]
+  # Sharding changes only the order of float32 sums (eps 6e-8) in the gradients; over 20
+  # AdamW steps that drift stays far below 1e-4 of the loss, a band that a wrong split
+  # (a microbatch dropped, a gradient not averaged) exceeds at the first step.
   for name, values in losses.items():
     np.testing.assert_allclose(values, losses["1"], rtol=1e-4, err_msg=name)
 
@@ -142,4 +145,4 @@ def test_two_processes_train_like_one(tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
   summary = read_summary(two)
   assert summary["processes"] == 2 and summary["devices"] == 2
-  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
+  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4)  # the band above
