@@ -1,61 +1,44 @@
 """Optimizers as composable optax transformations.
 
 ``build(cfg, total_steps=..., param_labels=...)`` picks a method by ``cfg.name``;
-``available()`` lists the names. Methods optax already has are taken from optax; the ones
-written here follow optax's split into ``scale_by_<name>`` (the direction) and
-``<name>(learning_rate, ...)``.
+``available()`` lists the names. Methods optax already has are taken from optax
+(``_optax_methods.py``); the ones written here follow optax's split into ``scale_by_<name>``
+(the direction) and ``<name>(learning_rate, ...)``.
+
+How to add an optimizer:
+
+1. Write ``optimizers/_<name>.py``, one module per algorithm as in ``optax/contrib``: a
+   ``NamedTuple`` state with an int32 ``count`` (``_moments.adam_init`` and ``momentum_init``
+   start Adam-like ones), ``scale_by_<name>(...)`` for the direction,
+   ``<name>(learning_rate, ...)`` chaining it with ``optax.scale_by_learning_rate``, argument
+   checks from ``_checks``, and a docstring with the update rule, an example and the paper.
+2. Put ``@register("<name>")`` on ``<name>``: ``build`` then accepts ``cfg.name = "<name>"``.
+   (A method optax has is one line in ``_optax_methods.py``: ``register("adam", optax.adam)``.)
+3. List the module's public names in its ``__all__``: they become ``optimizers.<public name>``.
+4. Add its row to ``TABLE`` in ``tests/test_optimizer_battery.py`` (which fails until every
+   registered name has one) and a test against an independent NumPy transcription of the
+   paper's update rule.
+
+This file needs no edit: it imports every ``optimizers/_*.py`` (which registers its methods)
+and re-exports the names in each module's ``__all__``.
 """
 
-from optimizers._adagrad_norm import adagrad_norm, scale_by_adagrad_norm
-from optimizers._adalayer import adalayer, scale_by_adalayer
-from optimizers._adamp import adamp, scale_by_adamp
-from optimizers._apollo import apollo, apollo_mini, scale_by_apollo
-from optimizers._build import (
-  DIAGNOSTIC_FIELDS,
-  available,
-  build,
-  diagnostics,
-  learning_rate,
-  learning_rates,
-  register,
-)
-from optimizers._diffgrad import diffgrad, scale_by_diffgrad
-from optimizers._exadam import exadam, scale_by_exadam
-from optimizers._ngn import ngn, ngn_m, ngn_md, scale_by_ngn, scale_by_ngn_m, scale_by_ngn_md
-from optimizers._normuon import normuon, scale_by_normuon
-from optimizers._partition import matrices_and_rest
-from optimizers._schedules import SCHEDULES, build_schedule
-from optimizers._scion import (
-  DEFAULT_LMOS,
-  DEFAULT_RADII,
-  LMOS,
-  bias_rms,
-  column_norm,
-  newton_schulz,
-  row_norm,
-  scale_by_scion,
-  scion,
-  sign,
-  spectral,
-  spectral_conv,
-  uscion,
-)
-from optimizers._shampoo import scale_by_shampoo, shampoo
-from optimizers._soap import scale_by_soap, soap
-from optimizers._swan import grad_norm, grad_whitening, scale_by_swan, swan
+import importlib
+import pkgutil
 
-for _method in (ngn, ngn_m, ngn_md, adalayer, diffgrad, adamp, adagrad_norm, exadam, scion,
-                uscion, soap, shampoo, normuon, apollo, apollo_mini, swan):
-  register(_method.__name__, _method)
 
-__all__ = [
-    "DEFAULT_LMOS", "DEFAULT_RADII", "DIAGNOSTIC_FIELDS", "LMOS", "SCHEDULES", "adagrad_norm",
-    "adalayer", "adamp", "apollo", "apollo_mini", "available", "bias_rms", "build",
-    "build_schedule", "column_norm", "diagnostics", "diffgrad", "exadam", "grad_norm",
-    "grad_whitening", "learning_rate", "learning_rates", "matrices_and_rest", "newton_schulz",
-    "ngn", "ngn_m", "ngn_md", "normuon", "register", "row_norm", "scale_by_adagrad_norm",
-    "scale_by_adalayer", "scale_by_adamp", "scale_by_apollo", "scale_by_diffgrad",
-    "scale_by_exadam", "scale_by_ngn", "scale_by_ngn_m", "scale_by_ngn_md", "scale_by_normuon",
-    "scale_by_scion", "scale_by_shampoo", "scale_by_soap", "scale_by_swan", "scion", "shampoo",
-    "sign", "soap", "spectral", "spectral_conv", "swan", "uscion",
-]
+def _export_every_module() -> list[str]:
+  exported = {}
+  for info in pkgutil.iter_modules(__path__):
+    if info.name.startswith("_"):
+      module = importlib.import_module(f"{__name__}.{info.name}")
+      for name in module.__all__:
+        if name in exported:
+          raise ImportError(f"optimizers.{name} is exported by both {exported[name]} and "
+                            f"{info.name}")
+        exported[name] = info.name
+        globals()[name] = getattr(module, name)
+  return sorted(exported)
+
+
+__all__ = _export_every_module()

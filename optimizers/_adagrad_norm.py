@@ -6,7 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import require_nonnegative
+from optimizers._checks import require_nonnegative, require_positive
+from optimizers._registry import register
+
+__all__ = ["adagrad_norm", "scale_by_adagrad_norm"]
 
 
 class ScaleByAdagradNormState(NamedTuple):
@@ -36,8 +39,7 @@ def scale_by_adagrad_norm(
   Returns:
     An ``optax.GradientTransformation``.
   """
-  if isinstance(b0, (int, float)) and not b0 > 0:
-    raise ValueError(f"b0={b0} must be > 0")
+  require_positive("b0", b0)
 
   def init_fn(params):
     leaves = jax.tree.leaves(params)
@@ -62,6 +64,7 @@ def scale_by_adagrad_norm(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("adagrad_norm")
 def adagrad_norm(
     learning_rate: optax.ScalarOrSchedule,
     b0: jax.typing.ArrayLike = 0.1,

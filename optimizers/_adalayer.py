@@ -8,6 +8,10 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import require_beta, require_nonnegative, upcast
+from optimizers._moments import momentum_init
+from optimizers._registry import register
+
+__all__ = ["adalayer", "scale_by_adalayer"]
 
 
 class ScaleByAdalayerState(NamedTuple):
@@ -106,8 +110,7 @@ def scale_by_adalayer(
             + ((_blocks_on_last_axis(jnp.shape(p), bool(per_out), int(split)),)
                if jnp.ndim(p) else ()), jnp.asarray(p).dtype),
         params, _flags(per_output, params, False), _flags(split_last, params, 1))
-    return ScaleByAdalayerState(count=jnp.zeros([], jnp.int32),
-                                mu=optax.tree.zeros_like(params, dtype=mu_dtype), nu=nu)
+    return ScaleByAdalayerState(**momentum_init(params, mu_dtype), nu=nu)
 
   def update_fn(updates, state, params=None):
     del params
@@ -128,6 +131,7 @@ def scale_by_adalayer(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("adalayer")
 def adalayer(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.9,

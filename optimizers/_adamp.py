@@ -9,6 +9,10 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import require_beta, require_nonnegative, upcast
+from optimizers._moments import adam_init
+from optimizers._registry import register
+
+__all__ = ["adamp", "scale_by_adamp"]
 
 
 class ScaleByAdamPState(NamedTuple):
@@ -102,9 +106,7 @@ def scale_by_adamp(
     require_nonnegative(name, value)
 
   def init_fn(params):
-    return ScaleByAdamPState(count=jnp.zeros([], jnp.int32),
-                             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-                             nu=optax.tree.zeros_like(params))
+    return ScaleByAdamPState(**adam_init(params, mu_dtype))
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -138,6 +140,7 @@ def scale_by_adamp(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("adamp")
 def adamp(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.9,

@@ -8,8 +8,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
+from optimizers._checks import (
+  decayed_weights,
+  is_number,
+  require_beta,
+  require_nonnegative,
+  upcast,
+)
 from optimizers._partition import matrices_and_rest, require_matrices
+from optimizers._registry import register
+
+__all__ = ["apollo", "apollo_mini", "scale_by_apollo"]
 
 SCALE_TYPES = ("channel", "tensor")
 
@@ -92,7 +101,7 @@ def scale_by_apollo(
   require_beta("b2", b2)
   require_nonnegative("eps", eps)
   require_nonnegative("alpha", alpha)
-  if isinstance(norm_growth_limit, int | float) and not norm_growth_limit >= 1:
+  if is_number(norm_growth_limit) and not norm_growth_limit >= 1:
     raise ValueError(f"norm_growth_limit={norm_growth_limit} must be >= 1 (or None: off)")
 
   def low_rank_shape(shape):
@@ -152,6 +161,7 @@ def scale_by_apollo(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("apollo")
 def apollo(
     learning_rate: optax.ScalarOrSchedule,
     rank: int = 128,
@@ -217,6 +227,7 @@ def apollo(
       optax.scale_by_learning_rate(learning_rate))
 
 
+@register("apollo_mini")
 def apollo_mini(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.9,

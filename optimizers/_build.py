@@ -1,65 +1,28 @@
 """Optimizers picked by name from a config: schedule, clipping, weight-decay mask, per-role
-groups, and ``optax.inject_hyperparams`` so hyperparameters live in the state."""
+groups, and ``optax.inject_hyperparams`` so hyperparameters live in the state.
+
+Every mistake in the config is a one-line ``ValueError`` at build time naming the key
+(``optimizer.kwargs.b2=1.5 must lie in [0, 1)``): the types come from each method's signature,
+the ranges from ``_check_ranges`` and from the method's own checks, run once on the config's
+plain numbers (inside ``optax.inject_hyperparams`` they arrive as arrays and are not checked).
+"""
 
 import inspect
 
 import jax
 import optax
-from optax import contrib
 
+from optimizers._checks import is_number
+from optimizers._registry import available, get
+from optimizers._roles import ROLES
 from optimizers._schedules import build_schedule
 
-
-def _mechanize(learning_rate, weight_decay=0.01, eps=1e-8, s_init=1e-6, num_betas=6):
-  """Mechanic (Cutkosky et al., 2023) tuning the scale of Adam steps of size ``learning_rate``."""
-  return contrib.mechanize(optax.adam(learning_rate), weight_decay=weight_decay, eps=eps,
-                           s_init=s_init, num_betas=num_betas)
-
-
-# Methods optax already provides, used as they are. Methods written here are added by the
-# package face (``optimizers/__init__.py``) through ``register``.
-_METHODS = {
-    "sgd": optax.sgd,
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-    "nadamw": optax.nadamw,
-    "rmsprop": optax.rmsprop,
-    "adafactor": optax.adafactor,
-    "lion": optax.lion,
-    "lamb": optax.lamb,
-    "lars": optax.lars,
-    "adabelief": optax.adabelief,
-    "adan": optax.adan,
-    "sign_sgd": optax.sign_sgd,
-    "signum": optax.signum,
-    "muon": contrib.muon,
-    "ademamix": contrib.ademamix,
-    "simplified_ademamix": contrib.simplified_ademamix,
-    "schedule_free_adamw": contrib.schedule_free_adamw,
-    "schedule_free_sgd": contrib.schedule_free_sgd,
-    "prodigy": contrib.prodigy,
-    "sophia": contrib.sophia,
-    "adopt": contrib.adopt,
-    "mechanize": _mechanize,
-    "momo": contrib.momo,
-    "dog": contrib.dog,
-}
+__all__ = ["DIAGNOSTIC_FIELDS", "build", "diagnostics", "learning_rate", "learning_rates"]
 
 _BETAS = ("b1", "b2", "b3", "beta", "momentum", "decay")
 _DECAY_ARGS = ("weight_decay", "weight_decay_rate")
 _MASK_ARGS = ("mask", "weight_decay_mask")
 _NOT_KWARGS = {"learning_rate", "param_labels", *_DECAY_ARGS, *_MASK_ARGS}
-
-
-def register(name: str, method) -> None:
-  """Adds ``method(learning_rate, ...)`` to the names ``build`` accepts."""
-  _METHODS[name] = method
-
-
-def available() -> list[str]:
-  """Names accepted by ``build`` as ``cfg.name``."""
-  return sorted(_METHODS)
-
 
 # Methods whose argument of that name is not a decay rate in [0, 1): Scion's momentum is the
 # weight on the new gradient, in (0, 1], and Scion checks it itself.
@@ -68,19 +31,70 @@ _NOT_BETAS = {"scion": ("momentum",), "uscion": ("momentum",)}
 _OWN_DECAY = ("scion",)
 
 
+def _number(key: str, value) -> float:
+  """A config value that must be a plain number, as a float."""
+  if not is_number(value):
+    raise ValueError(f"{key}={value!r} must be a number, not {type(value).__name__}")
+  return float(value)
+
+
+def _check_name(where: str, name) -> None:
+  if name not in available():
+    raise ValueError(f"{where}.name: unknown optimizer {name!r}: valid names are "
+                     f"{', '.join(available())}")
+
+
+def _check_role(key: str, role) -> None:
+  if role not in ROLES:
+    raise ValueError(f"{key}: unknown role {role!r}: valid roles are {', '.join(ROLES)}")
+
+
 def _check_ranges(where: str, name: str, learning_rate: float, kwargs: dict,
                   weight_decay: float):
   if learning_rate < 0:
     raise ValueError(f"{where}.learning_rate={learning_rate} must be >= 0")
   if weight_decay < 0:
-    raise ValueError(f"{where}.weight_decay={weight_decay} must be >= 0")
+    raise ValueError(f"{where}.weight_decay={weight_decay} must be >= 0 (0 turns it off)")
   if weight_decay and name in _OWN_DECAY:
     raise ValueError(f"{where}.weight_decay={weight_decay}: {name} shrinks the parameters "
                      f"itself (its constraint); set it to 0")
-  for key in set(_BETAS) - set(_NOT_BETAS.get(name, ())):
+  for key in _BETAS:
     value = kwargs.get(key)
-    if isinstance(value, float) and not 0.0 <= value < 1.0:
+    if key not in _NOT_BETAS.get(name, ()) and is_number(value) and not 0 <= value < 1:
       raise ValueError(f"{where}.kwargs.{key}={value} must lie in [0, 1)")
+
+
+def _check_types(where: str, name: str, kwargs: dict, signature) -> None:
+  """Each argument of the type of the method's default (a number for a float default, ...)."""
+  for key, value in kwargs.items():
+    default = signature[key].default
+    if isinstance(default, bool):
+      ok, kind = isinstance(value, bool), "True or False"
+    elif isinstance(default, int | float):
+      ok, kind = is_number(value), "a number"
+    elif isinstance(default, str):
+      ok, kind = isinstance(value, str), "a string"
+    else:
+      continue
+    if not ok:
+      raise ValueError(f"{where}.kwargs.{key}={value!r} must be {kind} "
+                       f"({name}'s default is {default!r})")
+
+
+def _run_method_checks(where: str, name: str, method, learning_rate: float, kwargs: dict,
+                       fixed: dict) -> None:
+  """Builds the method once from the config's plain numbers, so that its own range checks
+  run; their message (``b0=0.0 must be > 0``) gets the config key in front."""
+  try:
+    method(learning_rate, **fixed, **kwargs)
+  except ValueError as e:
+    message = str(e)
+    key = message.split("=", 1)[0]
+    if key in kwargs:
+      raise ValueError(f"{where}.kwargs.{message}") from None
+    if key == "learning_rate":
+      raise ValueError(f"{where}.{message}") from None
+    raise ValueError(f"{where} ({name}): {message}") from None
 
 
 def _method_kwargs(where: str, name: str, kwargs: dict) -> dict:
@@ -89,10 +103,8 @@ def _method_kwargs(where: str, name: str, kwargs: dict) -> dict:
   A config names the hyperparameters of the methods it compares (``b1`` for Adam, ``momentum``
   for SGD, ...) so that switching ``name`` is one override.
   """
-  if name not in _METHODS:
-    raise ValueError(f"unknown optimizer {name!r}: valid names are {', '.join(available())}")
-  signature = inspect.signature(_METHODS[name]).parameters
-  known = set().union(*(inspect.signature(m).parameters for m in _METHODS.values()))
+  signature = inspect.signature(get(name)).parameters
+  known = set().union(*(inspect.signature(get(m)).parameters for m in available()))
   unknown = sorted(set(kwargs) - known)
   if unknown:
     valid = sorted(set(signature) - _NOT_KWARGS)
@@ -116,13 +128,15 @@ def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_step
             param_labels) -> optax.GradientTransformationExtraArgs:
   """One method with its schedule and weight decay, inside ``optax.inject_hyperparams``."""
   kwargs = _method_kwargs(where, name, kwargs)
-  method = _METHODS[name]
+  method = get(name)
   signature = inspect.signature(method).parameters
+  _check_types(where, name, kwargs, signature)
   _check_ranges(where, name, peak_lr, kwargs, weight_decay)
+  fixed = {"param_labels": param_labels} if "param_labels" in signature else {}
+  _run_method_checks(where, name, method, peak_lr, kwargs, fixed)
   decay_arg = next((a for a in _DECAY_ARGS if a in signature), None)
   mask_arg = next((a for a in _MASK_ARGS if a in signature), None)
   native_decay = decay_arg is not None and mask_arg is not None
-  fixed = {"param_labels": param_labels} if "param_labels" in signature else {}
 
   def make(*, learning_rate, weight_decay, **method_kwargs):
     if native_decay:
@@ -168,27 +182,37 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
   LAMB, Adan, Muon, ...: scaled by the learning rate); for the others (SGD, Adam, ...)
   ``weight_decay * params`` is added to the gradient before the method, the classical L2 form.
   """
-  mask = _decay_mask(param_labels, tuple(cfg.decay_roles))
   by_role = dict(cfg.get("by_role", {}) or {})
   groups = {"default": ("optimizer", cfg)}
   groups.update({role: (f"optimizer.by_role.{role}", sub) for role, sub in by_role.items()})
-  txs = {}
+  for role, (where, sub) in groups.items():
+    _check_name(where, sub.name)
+    if role != "default":
+      _check_role(where, role)
+  for role in cfg.decay_roles:
+    _check_role("optimizer.decay_roles", role)
+  clip = _number("optimizer.grad_clip_norm", cfg.grad_clip_norm)
+  if clip < 0:
+    raise ValueError(f"optimizer.grad_clip_norm={clip} must be >= 0 (0 turns clipping off)")
+  if by_role and not callable(param_labels):
+    raise ValueError("optimizer.by_role needs param_labels, a function params -> roles")
+  mask = _decay_mask(param_labels, tuple(cfg.decay_roles))
+  txs, rates = {}, []
   for group, (where, sub) in groups.items():
+    rates.append(_number(f"{where}.learning_rate", sub.learning_rate))
     txs[group] = _single(
-        where, sub.name, float(sub.learning_rate), dict(sub.get("kwargs", {}) or {}),
-        float(sub.get("weight_decay", cfg.weight_decay)), cfg.schedule, total_steps, mask,
-        param_labels)
+        where, sub.name, rates[-1], dict(sub.get("kwargs", {}) or {}),
+        _number(f"{where}.weight_decay", sub.get("weight_decay", cfg.weight_decay)),
+        cfg.schedule, total_steps, mask, param_labels)
+  if not any(rates):  # a zero learning rate freezes its group; every group frozen is a mistake
+    raise ValueError(f"optimizer.learning_rate={rates[0]} must be > 0: with it (and every "
+                     "by_role group's) at 0 no parameter would train")
   if by_role:
-    if not callable(param_labels):
-      raise ValueError("optimizer.by_role needs param_labels, a function params -> roles")
     to_group = lambda role: role if role in by_role else "default"
     tx = optax.partition(
         txs, lambda params: jax.tree.map(to_group, param_labels(params)))
   else:
     tx = txs["default"]
-  clip = float(cfg.grad_clip_norm)
-  if clip < 0:
-    raise ValueError(f"optimizer.grad_clip_norm={clip} must be >= 0")
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
 
 

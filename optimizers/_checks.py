@@ -1,24 +1,34 @@
 """Argument checks, dtype helpers and the weight-decay step shared by our optimizers."""
 
+import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+__all__ = []
 
-def _is_number(value: Any) -> bool:
-  # Only plain numbers are checked: inside inject_hyperparams they arrive as arrays.
-  return isinstance(value, int | float) and not isinstance(value, bool)
+
+def is_number(value: Any) -> bool:
+  """A plain Python number (not a bool). Only these are range-checked: inside
+  ``optax.inject_hyperparams`` hyperparameters arrive as arrays (``optimizers.build`` checks
+  the config's values before that)."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def require_nonnegative(name: str, value: Any) -> None:
-  if _is_number(value) and not value >= 0:
+  if is_number(value) and not value >= 0:
     raise ValueError(f"{name}={value} must be >= 0")
 
 
+def require_positive(name: str, value: Any, why: str = "") -> None:
+  if is_number(value) and not value > 0:
+    raise ValueError(f"{name}={value} must be > 0{f' ({why})' if why else ''}")
+
+
 def require_beta(name: str, value: Any) -> None:
-  if _is_number(value) and not 0 <= value < 1:
+  if is_number(value) and not 0 <= value < 1:
     raise ValueError(f"{name}={value} must lie in [0, 1)")
 
 
@@ -30,6 +40,6 @@ def upcast(x: jax.Array) -> jax.Array:
 def decayed_weights(weight_decay: Any, mask: Any = None) -> optax.GradientTransformation:
   """``optax.add_decayed_weights``, or the identity for a weight decay of exactly 0 (which then
   needs no ``params`` in ``update``)."""
-  if _is_number(weight_decay) and weight_decay == 0:
+  if is_number(weight_decay) and weight_decay == 0:
     return optax.identity()
   return optax.add_decayed_weights(weight_decay, mask)

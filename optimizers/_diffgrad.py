@@ -7,6 +7,10 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import require_beta, require_nonnegative
+from optimizers._moments import adam_init
+from optimizers._registry import register
+
+__all__ = ["diffgrad", "scale_by_diffgrad"]
 
 
 class ScaleByDiffGradState(NamedTuple):
@@ -49,9 +53,8 @@ def scale_by_diffgrad(
   require_nonnegative("eps", eps)
 
   def init_fn(params):
-    return ScaleByDiffGradState(
-        count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=optax.tree.zeros_like(params), prev_grad=optax.tree.zeros_like(params))
+    return ScaleByDiffGradState(**adam_init(params, mu_dtype),
+                                prev_grad=optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None):
     del params
@@ -73,6 +76,7 @@ def scale_by_diffgrad(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("diffgrad")
 def diffgrad(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.9,

@@ -8,6 +8,10 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
+from optimizers._moments import adam_init
+from optimizers._registry import register
+
+__all__ = ["exadam", "scale_by_exadam"]
 
 
 class ScaleByExadamState(NamedTuple):
@@ -59,9 +63,7 @@ def scale_by_exadam(
   require_nonnegative("eps", eps)
 
   def init_fn(params):
-    return ScaleByExadamState(count=jnp.zeros([], jnp.int32),
-                              mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-                              nu=optax.tree.zeros_like(params))
+    return ScaleByExadamState(**adam_init(params, mu_dtype))
 
   def update_fn(updates, state, params=None):
     del params
@@ -88,6 +90,7 @@ def scale_by_exadam(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("exadam")
 def exadam(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.9,

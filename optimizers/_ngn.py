@@ -14,6 +14,10 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import require_beta, require_nonnegative, upcast
+from optimizers._moments import adam_init, momentum_init
+from optimizers._registry import register
+
+__all__ = ["ngn", "ngn_m", "ngn_md", "scale_by_ngn", "scale_by_ngn_m", "scale_by_ngn_md"]
 
 
 class ScaleByNgnState(NamedTuple):
@@ -147,9 +151,8 @@ def scale_by_ngn_m(
   require_beta("momentum", momentum)
 
   def init_fn(params):
-    return ScaleByNgnMState(count=jnp.zeros([], jnp.int32),
-                            gamma=jnp.zeros([], _step_size_dtype(params)),
-                            mu=optax.tree.zeros_like(params, dtype=mu_dtype))
+    return ScaleByNgnMState(**momentum_init(params, mu_dtype),
+                            gamma=jnp.zeros([], _step_size_dtype(params)))
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del params, extra_args
@@ -205,10 +208,8 @@ def scale_by_ngn_md(
   require_nonnegative("eps", eps)
 
   def init_fn(params):
-    return ScaleByNgnMDState(count=jnp.zeros([], jnp.int32),
-                             gamma=jnp.zeros([], _step_size_dtype(params)),
-                             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-                             nu=optax.tree.zeros_like(params))
+    return ScaleByNgnMDState(**adam_init(params, mu_dtype),
+                             gamma=jnp.zeros([], _step_size_dtype(params)))
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del params, extra_args
@@ -233,6 +234,7 @@ def scale_by_ngn_md(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@register("ngn")
 def ngn(
     learning_rate: optax.ScalarOrSchedule,
     *,
@@ -277,6 +279,7 @@ def ngn(
                      optax.scale_by_learning_rate(learning_rate))
 
 
+@register("ngn_m")
 def ngn_m(
     learning_rate: optax.ScalarOrSchedule,
     momentum: jax.typing.ArrayLike = 0.9,
@@ -324,6 +327,7 @@ def ngn_m(
       optax.scale_by_learning_rate(learning_rate))
 
 
+@register("ngn_md")
 def ngn_md(
     learning_rate: optax.ScalarOrSchedule,
     momentum: jax.typing.ArrayLike = 0.9,

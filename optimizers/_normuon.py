@@ -9,8 +9,12 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
+from optimizers._moments import momentum_init
 from optimizers._partition import matrices_and_rest, require_matrices
+from optimizers._registry import register
 from optimizers._scion import newton_schulz
+
+__all__ = ["normuon", "scale_by_normuon"]
 
 
 class ScaleByNormuonState(NamedTuple):
@@ -63,7 +67,7 @@ def scale_by_normuon(
   def init_fn(params):
     require_matrices(params, "normuon")
     return ScaleByNormuonState(
-        count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        **momentum_init(params, mu_dtype),
         nu=jax.tree.map(lambda p: jnp.zeros((1, p.shape[1]), upcast(p).dtype), params))
 
   def update_fn(updates, state, params=None):
@@ -91,6 +95,7 @@ def scale_by_normuon(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("normuon")
 def normuon(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.95,

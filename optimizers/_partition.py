@@ -6,6 +6,8 @@ from typing import Any
 import jax
 import optax
 
+__all__ = ["matrices_and_rest"]
+
 MATRIX, REST = "matrix", "rest"
 
 

@@ -18,9 +18,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Lmo = Callable[[jax.Array], jax.Array]
+from optimizers._checks import is_number, require_nonnegative
+from optimizers._moments import momentum_init
+from optimizers._registry import register
 
-ROLES = ("embedding", "hidden", "head", "norm", "bias", "conv")
+__all__ = ["DEFAULT_LMOS", "DEFAULT_RADII", "LMOS", "bias_rms", "column_norm", "newton_schulz",
+           "row_norm", "scale_by_scion", "scion", "sign", "spectral", "spectral_conv", "uscion"]
+
+Lmo = Callable[[jax.Array], jax.Array]
 
 # Newton-Schulz quintic of Muon and of the Scion reference (a, b, c), 5 steps.
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -158,17 +163,8 @@ LMOS: dict[str, Lmo] = {
 }
 
 
-def _is_number(x) -> bool:
-  return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _check_learning_rate(learning_rate):
-  if _is_number(learning_rate) and learning_rate < 0:
-    raise ValueError(f"learning_rate={learning_rate} must be >= 0")
-
-
 def _check_momentum(momentum):
-  if _is_number(momentum) and not 0.0 < momentum <= 1.0:
+  if is_number(momentum) and not 0.0 < momentum <= 1.0:
     raise ValueError(f"momentum={momentum} (the weight on the new gradient, 1 - beta) must lie "
                      "in (0, 1]")
 
@@ -177,8 +173,7 @@ def _resolve_tables(radii: Mapping[str, float] | None, lmos: Mapping[str, Any] |
   radii = {**DEFAULT_RADII, **(radii or {})}
   lmos = {**DEFAULT_LMOS, **(lmos or {})}
   for role, radius in radii.items():
-    if _is_number(radius) and radius < 0:
-      raise ValueError(f"radii[{role!r}]={radius} must be >= 0")
+    require_nonnegative(f"radii[{role!r}]", radius)
   resolved = {}
   for role, lmo in lmos.items():
     if isinstance(lmo, str):
@@ -246,8 +241,7 @@ def scale_by_scion(
 
   def init_fn(params):
     check_labels(_labels(param_labels, params))
-    return ScaleByScionState(count=jnp.zeros([], jnp.int32),
-                             mu=optax.tree.zeros_like(params, dtype=mu_dtype))
+    return ScaleByScionState(**momentum_init(params, mu_dtype))
 
   def update_fn(updates, state, params=None):
     labels = _labels(param_labels, updates if params is None else params)
@@ -264,6 +258,7 @@ def scale_by_scion(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("scion")
 def scion(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float | jax.Array = 0.1,
@@ -330,7 +325,7 @@ def scion(
     Pethick et al., `Training Deep Learning Models with Norm-Constrained LMOs
     <https://arxiv.org/abs/2502.07529>`_, 2025.
   """
-  _check_learning_rate(learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
   return optax.chain(
       scale_by_scion(momentum, param_labels=param_labels, radii=radii, lmos=lmos,
                      mu_dtype=mu_dtype),
@@ -338,6 +333,7 @@ def scion(
       optax.scale_by_learning_rate(learning_rate))
 
 
+@register("uscion")
 def uscion(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float | jax.Array = 0.1,
@@ -378,7 +374,7 @@ def uscion(
     Pethick et al., `Training Deep Learning Models with Norm-Constrained LMOs
     <https://arxiv.org/abs/2502.07529>`_, 2025.
   """
-  _check_learning_rate(learning_rate)
+  require_nonnegative("learning_rate", learning_rate)
   return optax.chain(
       scale_by_scion(momentum, param_labels=param_labels, radii=radii, lmos=lmos,
                      mu_dtype=mu_dtype),

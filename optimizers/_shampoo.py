@@ -10,9 +10,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers._checks import require_nonnegative, require_positive
+from optimizers._registry import register
 
-def _is_number(x) -> bool:
-  return isinstance(x, int | float) and not isinstance(x, bool)
+__all__ = ["scale_by_shampoo", "shampoo"]
+
+
+def check_precond_args(precondition_frequency: Any, max_precond_dim: Any) -> None:
+  """The refresh period and the largest factored axis (SOAP's too)."""
+  if isinstance(precondition_frequency, int) and precondition_frequency < 1:
+    raise ValueError(f"precondition_frequency={precondition_frequency} must be >= 1")
+  if not isinstance(max_precond_dim, int) or max_precond_dim < 1:
+    raise ValueError(f"max_precond_dim={max_precond_dim!r} must be a Python int >= 1 (static in "
+                     "optax.inject_hyperparams)")
 
 
 def _precond_axes(shape, max_precond_dim: int, precondition_1d: bool) -> tuple[int, ...]:
@@ -157,6 +167,7 @@ def scale_by_shampoo(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("shampoo")
 def shampoo(
     learning_rate: optax.ScalarOrSchedule,
     eps: float | jax.Array = 1e-4,
@@ -195,15 +206,9 @@ def shampoo(
     Gupta, Koren & Singer, `Shampoo: Preconditioned Stochastic Tensor Optimization
     <https://arxiv.org/abs/1802.09568>`_, ICML 2018.
   """
-  if _is_number(learning_rate) and learning_rate < 0:
-    raise ValueError(f"learning_rate={learning_rate} must be >= 0")
-  if _is_number(eps) and eps <= 0:
-    raise ValueError(f"eps={eps} must be > 0 (the statistics start at eps * I)")
-  if isinstance(precondition_frequency, int) and precondition_frequency < 1:
-    raise ValueError(f"precondition_frequency={precondition_frequency} must be >= 1")
-  if not isinstance(max_precond_dim, int) or max_precond_dim < 1:
-    raise ValueError(f"max_precond_dim={max_precond_dim!r} must be a Python int >= 1 (static in "
-                     "optax.inject_hyperparams)")
+  require_nonnegative("learning_rate", learning_rate)
+  require_positive("eps", eps, "the statistics start at eps * I")
+  check_precond_args(precondition_frequency, max_precond_dim)
   return optax.chain(
       scale_by_shampoo(eps, precondition_frequency=precondition_frequency,
                        max_precond_dim=max_precond_dim, precondition_1d=precondition_1d,

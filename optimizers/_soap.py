@@ -10,8 +10,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import require_beta, require_nonnegative
-from optimizers._shampoo import _gram, _is_number, _precond_axes, _rotate
+from optimizers._checks import is_number, require_beta, require_nonnegative
+from optimizers._moments import adam_init
+from optimizers._registry import register
+from optimizers._shampoo import _gram, _precond_axes, _rotate, check_precond_args
+
+__all__ = ["scale_by_soap", "soap"]
 
 
 def _eigenbasis(gg: jax.Array) -> jax.Array:
@@ -102,9 +106,7 @@ def scale_by_soap(
       return tuple(jnp.zeros((n, n), cdtype(p)) if i in kept else None
                    for i, n in enumerate(p.shape))
     return ScaleBySoapState(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        **adam_init(params, mu_dtype, nu_dtype=mu_dtype),
         gg=jax.tree.map(factors, params),
         q=jax.tree.map(factors, params))
 
@@ -200,6 +202,7 @@ def _decay_after_step(learning_rate, weight_decay) -> optax.GradientTransformati
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("soap")
 def soap(
     learning_rate: optax.ScalarOrSchedule = 3e-3,
     b1: float | jax.Array = 0.95,
@@ -267,18 +270,14 @@ def soap(
     require_beta("shampoo_beta", shampoo_beta)
   require_nonnegative("eps", eps)
   require_nonnegative("weight_decay", weight_decay)
-  if isinstance(precondition_frequency, int) and precondition_frequency < 1:
-    raise ValueError(f"precondition_frequency={precondition_frequency} must be >= 1")
-  if not isinstance(max_precond_dim, int) or max_precond_dim < 1:
-    raise ValueError(f"max_precond_dim={max_precond_dim!r} must be a Python int >= 1 (static in "
-                     "optax.inject_hyperparams)")
+  check_precond_args(precondition_frequency, max_precond_dim)
   parts = [
       scale_by_soap(b1, b2, eps, precondition_frequency, max_precond_dim,
                     shampoo_beta=shampoo_beta, precondition_1d=precondition_1d,
                     mu_dtype=mu_dtype, precond_dtype=precond_dtype),
       optax.scale_by_learning_rate(learning_rate),
   ]
-  if not (_is_number(weight_decay) and weight_decay == 0):
+  if not (is_number(weight_decay) and weight_decay == 0):
     decay = _decay_after_step(learning_rate, weight_decay)
     parts.append(decay if mask is None else optax.masked(decay, mask))
   return optax.chain(*parts)

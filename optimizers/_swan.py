@@ -10,6 +10,9 @@ import optax
 
 from optimizers._checks import decayed_weights, require_nonnegative, upcast
 from optimizers._partition import matrices_and_rest, require_matrices
+from optimizers._registry import register
+
+__all__ = ["grad_norm", "grad_whitening", "scale_by_swan", "swan"]
 
 
 def grad_norm(g: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -89,6 +92,7 @@ def scale_by_swan(*, ns_steps: int = 10, eps: float = 1e-8) -> optax.GradientTra
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+@register("swan")
 def swan(
     learning_rate: optax.ScalarOrSchedule,
     weight_decay: jax.typing.ArrayLike = 0.0,

@@ -68,8 +68,7 @@ def test_table_covers_every_name():
 
 
 def _method(name):
-  from optimizers._build import _METHODS
-  return _METHODS[name]
+  return optimizers.get(name)
 
 
 def _make(name, learning_rate=None):
