@@ -37,6 +37,16 @@ def read_metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def loss_curve(workdir) -> list[float]:
+  """The training losses of a run's ``metrics.jsonl``, in step order."""
+  return [r["loss"] for r in read_metrics(workdir)]
+
+
+def history(workdir, key: str) -> list[tuple[int, float]]:
+  """(step, value) pairs of one metric: two runs with equal histories logged the same."""
+  return [(r["step"], r[key]) for r in read_metrics(workdir) if key in r]
+
+
 def read_summary(workdir) -> dict:
   with open(pathlib.Path(workdir) / "summary.json") as f:
     return json.load(f)

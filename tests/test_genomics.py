@@ -1,6 +1,5 @@
 """Genomics: planted-motif DNA, the DNA CNN, the GPT on 5 symbols, and TFDS genomics_ood."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import loss_curve
 
 import data
 import models
@@ -21,10 +21,6 @@ def _config(arch: str, *flags: str):
   """The config ``configs/modalities.py:genomics,<arch>[,<data>][,smoke][,sgd]`` gives."""
   return modalities.get_config(",".join(("genomics", arch, *flags)))
 
-
-def _losses(workdir) -> list[float]:
-  with open(workdir / "metrics.jsonl") as f:
-    return [json.loads(line)["loss"] for line in f if line.strip()]
 
 
 def _source(seed=0, **kw):
@@ -169,7 +165,7 @@ def test_smoke_config_trains_and_the_loss_falls(arch, optimizer, tmp_path):
     config.optimizer.learning_rate = _genomics.SGD_LEARNING_RATE[arch]
   summary = training.run(config, str(tmp_path))
   assert summary["status"] == "ok" and summary["steps"] == config.train.steps
-  losses = _losses(tmp_path)
+  losses = loss_curve(tmp_path)
   assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.1, losses
   assert summary["flops_per_example"] > 0 and summary["final_eval_accuracy"] > 0
 

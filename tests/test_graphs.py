@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import loss_curve
 
 import data
 import models
@@ -21,10 +22,6 @@ def _config(arch: str, *flags: str):
   """The config ``configs/modalities.py:graphs,<arch>[,<data>][,smoke][,sgd]`` gives."""
   return modalities.get_config(",".join(("graphs", arch, *flags)))
 
-
-def _losses(workdir) -> list[float]:
-  with open(workdir / "metrics.jsonl") as f:
-    return [json.loads(line)["loss"] for line in f if line.strip()]
 
 
 def _sbm(seed=0, **kw):
@@ -220,7 +217,7 @@ def test_smoke_config_trains_and_the_loss_falls(arch, optimizer, tmp_path):
     config.optimizer.learning_rate = _graphs.SGD_LEARNING_RATE[arch]
   summary = training.run(config, str(tmp_path))
   assert summary["status"] == "ok" and summary["steps"] == config.train.steps
-  losses = _losses(tmp_path)
+  losses = loss_curve(tmp_path)
   assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.05, losses
   assert summary["flops_per_example"] > 0 and summary["final_eval_accuracy"] > 0.25
 
@@ -239,7 +236,7 @@ def test_config_rejects_unknown_choices_and_comments_every_line(root):
 def test_graph_regression_option_trains_and_the_mae_falls(tmp_path):
   config = _config("gnn", "triangles", "smoke")
   summary = training.run(config, str(tmp_path))
-  losses = _losses(tmp_path)
+  losses = loss_curve(tmp_path)
   assert summary["status"] == "ok" and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
   with open(tmp_path / "metrics.jsonl") as f:
     final = [json.loads(line) for line in f][-1]

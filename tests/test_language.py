@@ -1,7 +1,6 @@
 """Language modality: the gated-convolution LM, the Zipf/uniform token streams, the TFDS text
 sets (under mock data) and the configs of configs/_language.py trained end to end."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import loss_curve
 
 import data
 import models
@@ -38,10 +38,6 @@ def _config(arch: str, *, smoke: bool = True, sgd: bool = False, data_choice: st
     c[section][field] = value
   return c
 
-
-def _losses(workdir) -> list[float]:
-  with open(workdir / "metrics.jsonl") as f:
-    return [json.loads(line)["loss"] for line in f if line.strip()]
 
 
 def _conv_cfg(**kw):
@@ -268,7 +264,7 @@ def test_smoke_config_trains_with_adam_and_sgd(tmp_path, arch, sgd):
   config = _config(arch, sgd=sgd, train__checkpoint_every=1000)
   assert config.optimizer.name == ("sgd" if sgd else "adam")
   summary = training.run(config, str(tmp_path))
-  losses = _losses(tmp_path)
+  losses = loss_curve(tmp_path)
   assert summary["status"] == "ok" and len(losses) == 20
   assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
   assert summary["flops_per_example"] == models.build(config.model).flops_per_example(

@@ -18,7 +18,7 @@ from matrix_problems import assert_trajectories_match, jax_trajectory, np_grads,
 
 import optimizers
 from optimizers import _apollo, _exadam, _normuon, _swan
-from optimizers._apollo import apollo, apollo_mini, projection
+from optimizers._apollo import apollo, apollo_mini
 from optimizers._exadam import exadam
 from optimizers._normuon import normuon, scale_by_normuon
 from optimizers._swan import grad_norm, grad_whitening, swan
@@ -160,10 +160,13 @@ def _ref_apollo_step(lr, b1, b2, eps, weight_decay, *, rank, scale_type, alpha, 
   index = {"a": 0, "w": 1}  # the matrices in the order optax flattens them
 
   def step(name, p, g, state, t):
-    # The projection is data: drawn from (seed, t // gap, leaf) by the public ``projection``.
+    # The projection is data, drawn here as APOLLO's docstring states it: Gaussian entries of
+    # variance 1/r, shape (r, smaller side), in float32 from the key (seed, (t - 1) // gap, leaf).
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), (t - 1) // gap),
                              index[name])
-    proj = np.asarray(projection(key, g.shape, rank), np.float64)
+    rows = min(rank, *g.shape)
+    proj = np.asarray(jax.random.normal(key, (rows, min(g.shape)), jnp.float32), np.float64)
+    proj = proj / math.sqrt(rows)
     wide = g.shape[0] <= g.shape[1]
     grad = g if wide else g.T  # (m, n) with m <= n: project the m side
     r = proj @ grad

@@ -1,12 +1,12 @@
 """Theory-sized task: power-law noisy linear regression, the linear model, configs/_theory.py."""
 
-import json
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import loss_curve
 
 import data
 import models
@@ -19,10 +19,6 @@ def _source(seed=0, **kw):
              noise_std=0.3, eval_examples=8192) | kw
   return data.build(ml_collections.ConfigDict(cfg), seed=seed)
 
-
-def _losses(workdir) -> list[float]:
-  with open(workdir / "metrics.jsonl") as f:
-    return [json.loads(line)["loss"] for line in f if line.strip()]
 
 
 def test_linear_regression_stream_is_deterministic_and_random_access():
@@ -97,7 +93,7 @@ def test_smoke_config_trains_with_adam_and_sgd(tmp_path, sgd):
   config = modalities.get_config("theory,linear,smoke" + (",sgd" if sgd else ""))
   assert config.optimizer.name == ("sgd" if sgd else "adam") and config.model.input_dim == 32
   summary = training.run(config, str(tmp_path))
-  losses = _losses(tmp_path)
+  losses = loss_curve(tmp_path)
   assert summary["status"] == "ok" and len(losses) == 20
   assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3]), losses
   assert summary["flops_per_example"] == 6 * 32

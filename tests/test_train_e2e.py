@@ -9,21 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, read_metrics, read_summary, run_train, train_cmd
+from conftest import ROOT, history, loss_curve, read_metrics, read_summary, run_train, train_cmd
 
 # Each test starts train.py in fresh processes (JAX start and compile): the slow tier.
 pytestmark = pytest.mark.slow
 
 SMOKE = "configs/quickstart.py:smoke"
 LONG = ("--config.train.steps=60", "--config.train.checkpoint_every=7")
-
-
-def _losses(workdir):
-  return np.array([r["loss"] for r in read_metrics(workdir)])
-
-
-def _steps_and_values(workdir, key):
-  return [(r["step"], r[key]) for r in read_metrics(workdir)]
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +33,18 @@ def test_one_vs_eight_devices_data_parallel_and_fsdp(tmp_path):
       "8 fsdp": (("--config.mesh.fsdp=8",), 8),
       "2 data x 4 fsdp": (("--config.mesh.fsdp=4",), 8),
   }
-  losses = {}
+  curves = {}
   for name, (overrides, devices) in runs.items():
     workdir = tmp_path / name.replace(" ", "_")
     run_train(SMOKE, workdir, *overrides, devices=devices)
     assert read_summary(workdir)["devices"] == devices
-    losses[name] = _losses(workdir)
-  assert len(losses["1"]) == 20 and losses["1"][-1] < losses["1"][0]
+    curves[name] = loss_curve(workdir)
+  assert len(curves["1"]) == 20 and curves["1"][-1] < curves["1"][0]
   # Sharding changes only the order of float32 sums (eps 6e-8) in the gradients; over 20
   # AdamW steps that drift stays far below 1e-4 of the loss, a band that a wrong split
   # (a microbatch dropped, a gradient not averaged) exceeds at the first step.
-  for name, values in losses.items():
-    np.testing.assert_allclose(values, losses["1"], rtol=1e-4, err_msg=name)
+  for name, values in curves.items():
+    np.testing.assert_allclose(values, curves["1"], rtol=1e-4, err_msg=name)
 
 
 def _start(workdir):
@@ -76,7 +68,7 @@ def _wait_for_step(workdir, step, proc, timeout=300):
 
 def _assert_same_history(workdir, reference):
   for key in ("loss", "lr", "grad_norm"):
-    assert _steps_and_values(workdir, key) == _steps_and_values(reference, key), key
+    assert history(workdir, key) == history(reference, key), key
 
 
 def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, reference):
@@ -145,4 +137,4 @@ def test_two_processes_train_like_one(tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
   summary = read_summary(two)
   assert summary["processes"] == 2 and summary["devices"] == 2
-  np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4)  # the band above
+  np.testing.assert_allclose(loss_curve(two), loss_curve(one), rtol=1e-4)  # the band above

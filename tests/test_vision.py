@@ -2,7 +2,6 @@
 with their augmentations (under mock data), and the configs of configs/_vision.py end to end."""
 
 import functools
-import json
 import random
 
 import flax.linen as nn
@@ -12,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import loss_curve
 
 import data
 import models
@@ -33,10 +33,6 @@ def _config(arch: str, *, smoke: bool = True, sgd: bool = False, data_choice: st
       c[section][field] = value
   return c
 
-
-def _losses(workdir) -> list[float]:
-  with open(workdir / "metrics.jsonl") as f:
-    return [json.loads(line)["loss"] for line in f if line.strip()]
 
 
 def _model(**kw):
@@ -416,7 +412,7 @@ def test_smoke_config_trains_with_adam_and_sgd(tmp_path, arch, sgd):
   config = _config(arch, sgd=sgd)
   assert config.optimizer.name == ("sgd" if sgd else "adam")
   summary = training.run(config, str(tmp_path))
-  losses = _losses(tmp_path)
+  losses = loss_curve(tmp_path)
   assert summary["status"] == "ok" and len(losses) == config.train.steps
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
   example = data.build(config.data, seed=0).examples(0, 1)["inputs"][0]
