@@ -14,7 +14,7 @@ switches are one override each: ``--config.model.activation=relu``, ``--config.m
 ``--config.model.attention=linear`` (gpt), ``--config.model.pooling=mean`` (cnn).
 """
 
-from configs.base import set_budget, set_optimizer
+from configs.base import set_adam, set_budget
 
 ARCHS = ("gpt", "cnn")
 DATA = ("motifs", "genomics_ood")
@@ -89,17 +89,9 @@ def apply(c, arch: str, smoke: bool, data: str = "motifs") -> None:
     c.model.norm = "layer"  # layer | rms | none
 
   c.loss = "cross_entropy"  # next-base or class cross-entropy, in nats
-  set_optimizer(
-      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
-      learning_rate=1e-2 if arch == "gpt" else 2e-3,  # Adam's peak learning rate
-      b1=0.9,  # Adam's first-moment decay
-      b2=0.999,  # Adam's second-moment decay
-      eps=1e-8,  # Adam's denominator floor
-      weight_decay=0.0,  # no weight decay
-      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
-      schedule="warmup_cosine",  # linear warmup, cosine decay
-      warmup_steps=2 if smoke else 30,  # warmup length
-      end_factor=0.1)  # final learning rate / peak
+  set_adam(c, learning_rate=1e-2 if arch == "gpt" else 2e-3,
+           grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+           warmup_steps=2 if smoke else 30, end_factor=0.1)
   set_budget(
       c,
       steps=20 if smoke else 400,  # optimizer updates

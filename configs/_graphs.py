@@ -16,7 +16,7 @@ override each: ``--config.model.activation=gelu``, ``--config.model.norm=rms``,
 ``--config.model.readout=sum``.
 """
 
-from configs.base import set_budget, set_optimizer
+from configs.base import set_adam, set_budget
 
 ARCHS = ("gnn", "transformer")
 DATA = ("sbm", "triangles", "mean_degree", "molpcba")
@@ -93,17 +93,9 @@ def apply(c, arch: str, smoke: bool, data: str = "sbm") -> None:
     c.model.readout = "sum" if data == "triangles" else "mean"  # counts grow with the graph
     c.loss = "mean_absolute_error"  # trained and reported as MAE
 
-  set_optimizer(
-      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
-      learning_rate=3e-3,  # Adam's peak learning rate
-      b1=0.9,  # Adam's first-moment decay
-      b2=0.999,  # Adam's second-moment decay
-      eps=1e-8,  # Adam's denominator floor
-      weight_decay=0.0,  # no weight decay
-      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
-      schedule="warmup_cosine",  # linear warmup, cosine decay
-      warmup_steps=2 if smoke else 30,  # warmup length
-      end_factor=0.1)  # final learning rate / peak
+  set_adam(c, learning_rate=3e-3,
+           grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+           warmup_steps=2 if smoke else 30, end_factor=0.1)
   set_budget(
       c,
       steps=20 if smoke else 400,  # optimizer updates

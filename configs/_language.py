@@ -9,7 +9,7 @@ Architectural switches are one override each: ``--config.model.attention=linear`
 ``--config.model.activation=relu``, ``--config.model.norm=rms``, ``--config.model.gate=gelu``.
 """
 
-from configs.base import set_budget, set_optimizer
+from configs.base import set_adam, set_budget
 
 ARCHS = ("gpt", "gated_conv")
 DATA = ("stdlib", "zipf", "uniform", "lm1b", "tiny_shakespeare", "c4")
@@ -82,17 +82,10 @@ def apply(c, arch: str, smoke: bool, data: str = "stdlib") -> None:
   c.model.use_bias = False  # biases in the dense / convolution layers
 
   c.loss = "cross_entropy"  # next-token cross-entropy, in nats
-  set_optimizer(
-      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
-      learning_rate=3e-3,  # Adam's peak learning rate
-      b1=0.9,  # Adam's first-moment decay
-      b2=0.95,  # Adam's second-moment decay (LM practice)
-      eps=1e-8,  # Adam's denominator floor
-      weight_decay=0.0,  # no weight decay
-      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
-      schedule="warmup_cosine",  # linear warmup, cosine decay
-      warmup_steps=2 if smoke else 100,  # warmup length
-      end_factor=0.1)  # final learning rate / peak
+  set_adam(c, learning_rate=3e-3,
+           b2=0.95,  # LM practice
+           grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+           warmup_steps=2 if smoke else 100, end_factor=0.1)
   set_budget(
       c,
       steps=20 if smoke else 2000,  # optimizer updates

@@ -5,7 +5,7 @@ evaluation loss minus ``summary["data"]["eval_bayes_risk"]`` is the excess risk;
 studies vary ``train.global_batch`` and the learning rate on it.
 """
 
-from configs.base import set_budget, set_optimizer
+from configs.base import set_adam, set_budget
 
 ARCHS = ("linear",)
 # Peak learning rate for SGD with heavy-ball momentum 0.9 (configs/modalities.py `sgd`):
@@ -33,17 +33,10 @@ def apply(c, arch: str, smoke: bool) -> None:
   c.model.use_bias = False  # the data are centred
 
   c.loss = "mean_squared_error"  # (prediction - target)^2 / 2
-  set_optimizer(
-      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
-      learning_rate=0.1 if smoke else 0.02,  # Adam's peak learning rate
-      b1=0.9,  # Adam's first-moment decay
-      b2=0.999,  # Adam's second-moment decay
-      eps=1e-8,  # Adam's denominator floor
-      weight_decay=0.0,  # no weight decay: the excess risk is measured against w*
-      grad_clip_norm=0.0,  # no clipping: the quadratic has no outliers to tame
-      schedule="warmup_cosine",  # decay to end_factor removes the noise floor
-      warmup_steps=2 if smoke else 20,  # warmup length
-      end_factor=0.0)  # final learning rate / peak
+  # No weight decay: the excess risk is measured against w*; no clipping: the quadratic has no
+  # outliers to tame; the decay to zero removes the noise floor.
+  set_adam(c, learning_rate=0.1 if smoke else 0.02, grad_clip_norm=0.0,
+           warmup_steps=2 if smoke else 20, end_factor=0.0)
   set_budget(
       c,
       steps=20 if smoke else 400,  # optimizer updates

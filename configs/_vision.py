@@ -17,7 +17,7 @@ are one field each (``--config.model.activation=gelu``, ``--config.model.norm=no
 ``--config.model.pooling=mean``, ``--config.model.block=bottleneck``).
 """
 
-from configs.base import set_budget, set_optimizer
+from configs.base import set_adam, set_budget
 from data.tfds_vision import CHANNEL_STATS
 
 ARCHS = ("mlp", "cnn", "resnet", "vit")
@@ -135,17 +135,9 @@ def apply(c, arch: str, smoke: bool, data: str = "") -> None:
   else:  # embedded data: a minute or less on a CPU
     batch = 128 if data == "mnist1d" else 64
     steps = {"mlp": 2000, "cnn": 300, "resnet": 500, "vit": 1000}[arch]
-  set_optimizer(
-      c, "adam",  # the study's adaptive method (configs/modalities.py `sgd` swaps it)
-      learning_rate=_ADAM_LEARNING_RATE[arch],  # Adam's peak learning rate
-      b1=0.9,  # Adam's first-moment decay
-      b2=0.999,  # Adam's second-moment decay
-      eps=1e-8,  # Adam's denominator offset
-      weight_decay=0.0,  # no weight decay
-      grad_clip_norm=0.0,  # no clipping
-      schedule="warmup_cosine",  # linear warmup, cosine decay to end_factor
-      warmup_steps=2 if smoke else steps // 20,  # a short warmup; 5% of the run
-      end_factor=0.0)  # decay to zero
+  set_adam(c, learning_rate=_ADAM_LEARNING_RATE[arch], grad_clip_norm=0.0,
+           warmup_steps=2 if smoke else steps // 20,  # a short warmup; 5% of the run
+           end_factor=0.0)
   set_budget(
       c,
       steps=steps,  # updates

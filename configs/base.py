@@ -83,6 +83,23 @@ def set_optimizer(c: ml_collections.ConfigDict, name: str, *, learning_rate: flo
   c.optimizer.schedule.end_factor = end_factor  # final learning rate / peak (cosine, wsd)
 
 
+def set_adam(c: ml_collections.ConfigDict, *, learning_rate: float, b2: float = 0.999,
+             grad_clip_norm: float, warmup_steps: int, end_factor: float) -> None:
+  """The study's adaptive method, as every modality sets it (``modalities.py`` ``sgd`` swaps
+  it): Adam with b1 = 0.9, eps = 1e-8, no weight decay, linear warmup then cosine decay."""
+  set_optimizer(
+      c, "adam",
+      learning_rate=learning_rate,  # Adam's peak learning rate
+      b1=0.9,  # Adam's first-moment decay
+      b2=b2,  # Adam's second-moment decay
+      eps=1e-8,  # Adam's denominator floor
+      weight_decay=0.0,  # no weight decay
+      grad_clip_norm=grad_clip_norm,  # global gradient-norm clip (0 = off)
+      schedule="warmup_cosine",  # linear warmup, cosine decay to end_factor
+      warmup_steps=warmup_steps,  # warmup length
+      end_factor=end_factor)  # final learning rate / peak
+
+
 def set_budget(c: ml_collections.ConfigDict, *, steps: int, batch: int, eval_batch: int,
                log_every: int, eval_every: int, checkpoint_every: int) -> None:
   """Sets the run's length and cadence in ``c.train``."""
