@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, read_metrics, read_summary, run_train
+from conftest import ROOT, read_metrics, read_summary, run_train, train_cmd
 
 from training import cli, records
 from training.checkpointing import Checkpointer, CheckpointError
@@ -171,6 +171,18 @@ def test_the_disk_filling_up_ends_in_one_line_and_the_run_resumes(small_filesyst
   assert proc.returncode == cli.EXIT_FAULT and len(lines) == 1, proc.stderr[-3000:]
   assert "no space left on the device" in lines[0] and "step 10 is intact" in lines[0]
   assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "5"]  # no half-written one
+  # The disk filling up while orbax writes (another process taking the space after the check):
+  # the check is made to pass, and the writer threads' own reports must not reach stderr.
+  racing = ("import sys; from training import checkpointing, cli; "
+            "checkpointing.Checkpointer._needed_bytes = lambda self: 0; "
+            "sys.exit(cli.main(sys.argv))")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  proc = subprocess.run([sys.executable, "-c", racing, *train_cmd(SMOKE, workdir, *longer)[2:]],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == cli.EXIT_FAULT and len(lines) == 1, proc.stderr[-3000:]
+  assert "no space left on the device" in lines[0] and "step 10 is intact" in lines[0]
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "5"]  # the partial one removed
   filler.unlink()
   run_train(SMOKE, workdir, *longer)
   summary = read_summary(workdir)

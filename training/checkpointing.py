@@ -9,13 +9,19 @@
   complete, so the previous checkpoint is intact, and the partial folder is removed.
 - A run killed while writing leaves such a temporary folder: it is never read, and is cleared
   when the next run on the workdir starts.
+- While a run lasts, ``quiet_writer_failures`` keeps the writer threads of orbax and tensorstore
+  from printing their own reports of a full disk (hundreds of traceback lines): the one line
+  above says it.
 """
 
 import contextlib
 import errno
+import logging as py_logging
 import os
 import shutil
 import sys
+import threading
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -57,6 +63,74 @@ def is_disk_full(e: BaseException) -> bool:
     if "No space left on device" in text or "ENOSPC" in text or "Disk quota exceeded" in text:
       return True
   return False
+
+
+def _writer_noise(e: BaseException | None) -> bool:
+  """A writer thread's report of a full disk, or what its closed event loop raises after it."""
+  if e is None:
+    return False
+  closed_loop = isinstance(e, RuntimeError) and "Event loop is closed" in str(e)
+  return closed_loop or is_disk_full(e)
+
+
+class _WriterNoise(py_logging.Filter):
+  """Drops the reports of a failed write; remembers that it saw one."""
+
+  def __init__(self):
+    super().__init__()
+    self.seen = False
+
+  def drop(self, e: BaseException | None) -> bool:
+    self.seen = self.seen or _writer_noise(e)
+    return _writer_noise(e)
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    text = record.getMessage()
+    if ("No space left on device" in text or "RESOURCE_EXHAUSTED" in text
+        or (record.exc_info and _writer_noise(record.exc_info[1]))):
+      self.seen = True
+      return False
+    return True
+
+
+@contextlib.contextmanager
+def quiet_writer_failures():
+  """Drops the writer threads' reports of a full disk: orbax's and asyncio's log lines, thread
+  tracebacks and the exceptions tensorstore's callbacks raise on the closed event loop.
+
+  ``Checkpointer`` turns the failure into one ``CheckpointError`` line; every other exception
+  and log line is printed as before. Once a failed write was seen the filters stay for the rest
+  of the process: its abandoned writer tasks report again when they are collected at exit.
+  """
+  hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
+  noise = _WriterNoise()
+
+  def excepthook(kind, value, traceback):
+    if not noise.drop(value):
+      hooks[0](kind, value, traceback)
+
+  def thread_excepthook(args):
+    if not noise.drop(args.exc_value):
+      hooks[1](args)
+
+  def unraisablehook(args):
+    if not noise.drop(args.exc_value):
+      hooks[2](args)
+
+  loggers = [py_logging.getLogger(name) for name in ("absl", "asyncio")]
+  sys.excepthook, threading.excepthook, sys.unraisablehook = (excepthook, thread_excepthook,
+                                                              unraisablehook)
+  for logger in loggers:
+    logger.addFilter(noise)
+  try:
+    yield
+  finally:
+    if noise.seen:
+      warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
+    else:
+      sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+      for logger in loggers:
+        logger.removeFilter(noise)
 
 
 def _one_line(e: BaseException) -> str:

@@ -25,7 +25,7 @@ from training import batches as batches_lib
 from training import mesh as mesh_lib
 from training import records
 from training import workdir as workdir_lib
-from training.checkpointing import Checkpointer, is_disk_full
+from training.checkpointing import Checkpointer, is_disk_full, quiet_writer_failures
 from training.setup import Setup, init_state, prepare
 from training.state import TrainState
 from training.step import eval_step, train_step
@@ -246,7 +246,7 @@ def execute(setup: Setup) -> dict:
   """
   cfg, workdir = setup.config, setup.workdir
   is_main = jax.process_index() == 0
-  with workdir_lib.Lock(workdir, enabled=is_main):
+  with workdir_lib.Lock(workdir, enabled=is_main), quiet_writer_failures():
     checkpointer = Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints,
                                 state_bytes=setup.state_bytes)
     writer = None
