@@ -93,9 +93,12 @@ def apply(c, arch: str, smoke: bool, data: str = "sbm") -> None:
     c.model.readout = "sum" if data == "triangles" else "mean"  # counts grow with the graph
     c.loss = "mean_absolute_error"  # trained and reported as MAE
 
-  set_adam(c, learning_rate=3e-3,
-           grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
-           warmup_steps=2 if smoke else 30, end_factor=0.1)
+  set_adam(
+      c,
+      learning_rate=3e-3,  # Adam's peak learning rate
+      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+      warmup_steps=2 if smoke else 30,  # linear warmup length
+      end_factor=0.1)  # final learning rate / peak
   set_budget(
       c,
       steps=20 if smoke else 400,  # optimizer updates

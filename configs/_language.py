@@ -82,10 +82,13 @@ def apply(c, arch: str, smoke: bool, data: str = "stdlib") -> None:
   c.model.use_bias = False  # biases in the dense / convolution layers
 
   c.loss = "cross_entropy"  # next-token cross-entropy, in nats
-  set_adam(c, learning_rate=3e-3,
-           b2=0.95,  # LM practice
-           grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
-           warmup_steps=2 if smoke else 100, end_factor=0.1)
+  set_adam(
+      c,
+      learning_rate=3e-3,  # Adam's peak learning rate
+      b2=0.95,  # Adam's second-moment decay (LM practice)
+      grad_clip_norm=1.0,  # both methods clip the global gradient norm at 1
+      warmup_steps=2 if smoke else 100,  # linear warmup length
+      end_factor=0.1)  # final learning rate / peak
   set_budget(
       c,
       steps=20 if smoke else 2000,  # optimizer updates

@@ -33,10 +33,13 @@ def apply(c, arch: str, smoke: bool) -> None:
   c.model.use_bias = False  # the data are centred
 
   c.loss = "mean_squared_error"  # (prediction - target)^2 / 2
-  # No weight decay: the excess risk is measured against w*; no clipping: the quadratic has no
-  # outliers to tame; the decay to zero removes the noise floor.
-  set_adam(c, learning_rate=0.1 if smoke else 0.02, grad_clip_norm=0.0,
-           warmup_steps=2 if smoke else 20, end_factor=0.0)
+  # (no weight decay: the excess risk is measured against w*)
+  set_adam(
+      c,
+      learning_rate=0.1 if smoke else 0.02,  # Adam's peak learning rate
+      grad_clip_norm=0.0,  # no clipping: the quadratic has no outliers to tame
+      warmup_steps=2 if smoke else 20,  # linear warmup length
+      end_factor=0.0)  # the decay to zero removes the noise floor
   set_budget(
       c,
       steps=20 if smoke else 400,  # optimizer updates

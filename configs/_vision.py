@@ -135,9 +135,12 @@ def apply(c, arch: str, smoke: bool, data: str = "") -> None:
   else:  # embedded data: a minute or less on a CPU
     batch = 128 if data == "mnist1d" else 64
     steps = {"mlp": 2000, "cnn": 300, "resnet": 500, "vit": 1000}[arch]
-  set_adam(c, learning_rate=_ADAM_LEARNING_RATE[arch], grad_clip_norm=0.0,
-           warmup_steps=2 if smoke else steps // 20,  # a short warmup; 5% of the run
-           end_factor=0.0)
+  set_adam(
+      c,
+      learning_rate=_ADAM_LEARNING_RATE[arch],  # Adam's peak learning rate
+      grad_clip_norm=0.0,  # no clipping
+      warmup_steps=2 if smoke else steps // 20,  # a short warmup; 5% of the run
+      end_factor=0.0)  # decay to zero
   set_budget(
       c,
       steps=steps,  # updates

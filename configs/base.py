@@ -88,7 +88,7 @@ def set_adam(c: ml_collections.ConfigDict, *, learning_rate: float, b2: float = 
   """The study's adaptive method, as every modality sets it (``modalities.py`` ``sgd`` swaps
   it): Adam with b1 = 0.9, eps = 1e-8, no weight decay, linear warmup then cosine decay."""
   set_optimizer(
-      c, "adam",
+      c, "adam",  # the study's adaptive method
       learning_rate=learning_rate,  # Adam's peak learning rate
       b1=0.9,  # Adam's first-moment decay
       b2=b2,  # Adam's second-moment decay

@@ -150,9 +150,10 @@ def test_activation_is_one_config_field(arch):
   assert "erf" in program("gelu") and "erf" not in program("relu")  # exact gelu uses erf
 
 
-# Each architecture with each optimizer: one pair of each kind runs by default, the other two
-# are marked slow to keep this file's default run short (each run compiles its own program).
-_SMOKE_RUNS = [("cnn", "adam"), ("gpt", "sgd"),
+# Each architecture with each optimizer: one pair runs in the fast tier, the other three in
+# the slow one (each run compiles its own program).
+_SMOKE_RUNS = [("cnn", "adam"),
+               pytest.param("gpt", "sgd", marks=pytest.mark.slow),
                pytest.param("cnn", "sgd", marks=pytest.mark.slow),
                pytest.param("gpt", "adam", marks=pytest.mark.slow)]
 

@@ -202,9 +202,10 @@ def test_activation_is_one_config_field(arch):
   assert "erf" in program("gelu") and "erf" not in program("relu")  # exact gelu uses erf
 
 
-# Each architecture with each optimizer: one pair of each kind runs by default, the other two
-# are marked slow to keep this file's default run short (each run compiles its own program).
-_SMOKE_RUNS = [("gnn", "adam"), ("transformer", "sgd"),
+# Each architecture with each optimizer: one pair runs in the fast tier, the other three in
+# the slow one (each run compiles its own program).
+_SMOKE_RUNS = [("gnn", "adam"),
+               pytest.param("transformer", "sgd", marks=pytest.mark.slow),
                pytest.param("gnn", "sgd", marks=pytest.mark.slow),
                pytest.param("transformer", "adam", marks=pytest.mark.slow)]
 

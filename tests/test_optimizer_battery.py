@@ -1,9 +1,9 @@
 """One battery for every optimizer ``optimizers.build`` can name: a table of name + arguments.
 
-Each method must converge on a quadratic and on Rosenbrock, keep bf16/f32 dtypes and its state's
-shapes, compile once, run under jit and vmap over stacked states, inside
-``optax.inject_hyperparams`` (the learning rate changed without recompiling) and
-``optax.MultiSteps``, and on conv kernels, scalars and nested pytrees. The files
+Each method must converge on a quadratic and on Rosenbrock; on a nested pytree of conv kernels,
+matrices, vectors and scalars keep bf16/f32 dtypes and its state's shapes and compile once; run
+under vmap over stacked states, inside ``optax.inject_hyperparams`` (the learning rate changed
+without recompiling) and ``optax.MultiSteps``. The files
 ``test_optimizers_*.py`` hold the comparisons of each method with its paper.
 
 Where a check is an identity (vmap against a loop, MultiSteps against the mean gradient,
@@ -173,36 +173,43 @@ def _signature(tree):
                       tree)
 
 
+def _nested(dtype):
+  """A conv kernel, a matrix, a vector and a scalar, nested: every leaf kind a model has."""
+  rng = np.random.default_rng(2)
+  return {"conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), dtype),
+                   "bias": jnp.zeros(4, dtype)},
+          "dense": jnp.asarray(rng.normal(size=(4, 5)), dtype), "scale": jnp.ones([], dtype)}
+
+
+def _nested_loss(p):
+  p = jax.tree.map(lambda x: x.astype(jnp.float32), p)
+  h = jnp.tanh(jnp.sum(p["conv"]["kernel"], axis=(0, 1, 2)) + p["conv"]["bias"])
+  return jnp.sum(jnp.square(p["scale"] * h @ p["dense"] - 1.0))
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_keeps_the_parameter_dtype_and_the_state_signature(name, dtype):
-  tx = _make(name)
-  as_f32 = lambda p: jax.tree.map(lambda x: x.astype(jnp.float32), p)
-  loss_fn = lambda p: quadratic(as_f32(p))
-  params = jax.tree.map(lambda x: x + jnp.asarray(0.5, dtype), _zeros(dtype))
-  update = jax.jit(lambda g, s, p: tx.update(g, s, p, value=loss_fn(p), obj_fn=loss_fn))
+def test_nested_pytrees_keep_their_dtype_and_state_signature_and_compile_once(name, dtype):
+  # a tenth of the quadratic's rate: this loss is steeper (SGD with momentum diverges at it)
+  tx = _make(name, 0.1 * TABLE[name].lr)
+  params = _nested(dtype)
+  value_and_grad = jax.jit(jax.value_and_grad(_nested_loss))
+  update = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v, obj_fn=_nested_loss))
   state = tx.init(params)
   signature = _signature(state)
-  for _ in range(3):
-    updates, state = update(jax.grad(loss_fn)(params), state, params)
+  start = float(_nested_loss(params))
+  for _ in range(20):
+    loss, grads = value_and_grad(params)
+    updates, state = update(grads, state, params, loss)
     params = optax.apply_updates(params, updates)
     assert _signature(state) == signature
+  assert update._cache_size() == 1
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, _nested(dtype))
   for leaf in jax.tree.leaves(updates) + jax.tree.leaves(params):
     assert leaf.dtype == dtype
     assert bool(jnp.all(jnp.isfinite(leaf)))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_compiles_once(name):
-  tx = _make(name)
-  params = jax.tree.map(lambda x: x + 0.5, _zeros())
-  update = jax.jit(lambda g, s, p: tx.update(g, s, p, value=quadratic(p), obj_fn=quadratic))
-  state = tx.init(params)
-  for i in range(3):
-    grads = jax.tree.map(lambda x, i=i: x * (i + 1.0), jax.grad(quadratic)(params))
-    updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-  assert update._cache_size() == 1
+  if dtype == jnp.float32:  # (in bfloat16 twenty small steps may round away)
+    assert float(_nested_loss(params)) < start
 
 
 def _pattern(x, phase):
@@ -306,22 +313,3 @@ def test_multisteps_applies_the_mean_gradient_every_k_calls(name):
       mean = jax.tree.map(lambda *g: sum(g) / k, *grads[group * k:(group + 1) * k])
       want, inner_state = inner_update(mean, inner_state, values[group * k + k - 1])
       _assert_identical(updates, want)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_conv_kernels_scalars_and_nested_pytrees(name):
-  rng = np.random.default_rng(2)
-  params = {"conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),
-                     "bias": jnp.zeros(4)},
-            "dense": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32), "scale": jnp.ones([])}
-
-  def loss_fn(p):
-    h = jnp.tanh(jnp.sum(p["conv"]["kernel"], axis=(0, 1, 2)) + p["conv"]["bias"])
-    return jnp.sum(jnp.square(p["scale"] * h @ p["dense"] - 1.0))
-
-  # a tenth of the quadratic's rate: this loss is steeper (SGD with momentum diverges at it)
-  final, state = _run(_make(name, 0.1 * TABLE[name].lr), loss_fn, params, 50)
-  assert float(loss_fn(final)) < float(loss_fn(params))
-  assert jax.tree.map(jnp.shape, final) == jax.tree.map(jnp.shape, params)
-  assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state)
-             if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))

@@ -419,6 +419,7 @@ def test_smoke_config_trains_with_adam_and_sgd(tmp_path, arch, sgd):
   assert summary["flops_per_example"] == models.build(config.model).flops_per_example(example)
 
 
+@pytest.mark.slow  # a full config's training run
 def test_cnn_reaches_95_percent_on_the_digits_test_split(tmp_path):
   # The 360 test images: 0.95 allows 18 errors, a claim about the model that seed-to-seed and
   # CPU-to-CPU differences (a few images) do not reach, while an untrained or broken CNN does.
