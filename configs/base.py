@@ -3,6 +3,7 @@
 ``set_optimizer`` and ``set_budget`` fill the two blocks every experiment sets (the method with
 its schedule, and the run's length and cadence) in one call each; the caller gives every value,
 with its comment, so each hyperparameter still reads in the experiment's own file.
+``set_sweep`` declares a sweep over any keys (``training/sweep.py``).
 """
 
 import ml_collections
@@ -65,7 +66,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed.cpu_collectives = "gloo"  # cross-process collectives on CPU hosts
 
   c.tensorboard = False  # also write TensorBoard event files (tensorboardX)
+
+  # A sweep (training/sweep.py; set_sweep fills it): empty for a single run.
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.grid = ()  # axes ((key, (value, ...)), ...), crossed
+  c.sweep.cells = ()  # named overrides ((name, ((key, value), ...)), ...), each x the grid
+  c.sweep.examples_budget = 0  # > 0: each run's steps = this // train.global_batch
+  c.sweep.shard = ""  # "i/n": this process runs every n-th run from the i-th
   return c
+
+
+def set_sweep(c: ml_collections.ConfigDict, *, grid: dict | None = None,
+              cells: dict | None = None, examples_budget: int = 0) -> None:
+  """Declares a sweep: ``grid`` maps a key to the values it takes (the axes are crossed);
+  ``cells`` maps a name to overrides ``{key: value}``, each cell crossed with the grid."""
+  grid, cells = grid or {}, cells or {}
+  c.sweep.grid = tuple((k, tuple(v)) for k, v in grid.items())  # the axes, crossed
+  c.sweep.cells = tuple((k, tuple(v.items())) for k, v in cells.items())  # each x the grid
+  c.sweep.examples_budget = examples_budget  # > 0: steps = this // train.global_batch
 
 
 def set_optimizer(c: ml_collections.ConfigDict, name: str, *, learning_rate: float,

@@ -138,7 +138,10 @@ def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_step
   mask_arg = next((a for a in _MASK_ARGS if a in signature), None)
   native_decay = decay_arg is not None and mask_arg is not None
 
-  def make(*, learning_rate, weight_decay, **method_kwargs):
+  def make(*, peak_learning_rate, learning_rate, weight_decay, **method_kwargs):
+    # The schedule's shape (peak 1) times the peak: both are in the state, so runs that differ
+    # in the peak share one compiled program (a sweep over learning rates compiles once).
+    learning_rate = peak_learning_rate * learning_rate
     if native_decay:
       return method(learning_rate, **{decay_arg: weight_decay, mask_arg: mask},
                     **fixed, **method_kwargs)
@@ -151,10 +154,11 @@ def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_step
   # inject_hyperparams reads the factory's signature: name each method argument in it.
   make.__signature__ = inspect.Signature(
       [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY)
-       for k in ("learning_rate", "weight_decay", *kwargs)])
+       for k in ("peak_learning_rate", "learning_rate", "weight_decay", *kwargs)])
   static = tuple(k for k, v in kwargs.items() if not isinstance(v, float))
   return optax.inject_hyperparams(make, static_args=static)(
-      learning_rate=build_schedule(schedule_cfg, peak_lr, total_steps),
+      peak_learning_rate=float(peak_lr),
+      learning_rate=build_schedule(schedule_cfg, 1.0, total_steps),
       weight_decay=weight_decay, **kwargs)
 
 
@@ -175,8 +179,9 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
       ``models.param_roles``) or a fixed pytree of role strings.
 
   Returns:
-    The optimizer. Each group sits in ``optax.inject_hyperparams``: its learning rate and
-    float hyperparameters are in the state (``learning_rates(state)`` reads them).
+    The optimizer. Each group sits in ``optax.inject_hyperparams``: its float
+    hyperparameters are in the state, the learning rate as ``peak_learning_rate`` times the
+    schedule's shape ``learning_rate`` (``learning_rates(state)`` gives their product).
 
   Weight decay uses the method's own decoupled decay where it takes a decay mask (AdamW, Lion,
   LAMB, Adan, Muon, ...: scaled by the learning rate); for the others (SGD, Adam, ...)
@@ -231,7 +236,8 @@ def learning_rates(opt_state) -> dict[str, jax.Array]:
   for path, node in leaves:
     if _is_injected(node) and "learning_rate" in node.hyperparams:
       keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
-      found.setdefault(str(keys[-1]) if keys else "default", node.hyperparams["learning_rate"])
+      rate = node.hyperparams["learning_rate"] * node.hyperparams.get("peak_learning_rate", 1.0)
+      found.setdefault(str(keys[-1]) if keys else "default", rate)
   return found
 
 

@@ -25,12 +25,13 @@ from training.loop import (
 from training.setup import Setup, check_config, init_state, prepare
 from training.state import TrainState
 from training.step import LOSSES, cross_entropy, eval_params, eval_step, train_step
+from training.sweep import read_results, run_sweep
 from training.workdir import Lock, WorkdirBusy
 
 __all__ = [
     "LOSSES", "CheckpointError", "Checkpointer", "Lock", "LoopResult", "Position", "Preemption",
     "Setup", "Steps", "TrainState", "WorkdirBusy", "check_config", "compile_steps",
     "cross_entropy", "eval_batches", "eval_params", "eval_step", "evaluate", "execute",
-    "fresh_state", "init_state", "prepare", "resume", "run", "summarize", "train_batch",
-    "train_loop", "train_step",
+    "fresh_state", "init_state", "prepare", "read_results", "resume", "run", "run_sweep",
+    "summarize", "train_batch", "train_loop", "train_step",
 ]

@@ -141,6 +141,34 @@ def _where_results_are(workdir: str) -> str:
   return ", ".join(os.path.join(workdir, name) for name in shown)
 
 
+def _sweep(training, config, workdir: str, allow_config_change: bool) -> int:
+  """A config that declares a sweep: every run checked, then trained (``training/sweep.py``)."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    shard = training.sweep.parse_shard(config.sweep.shard)
+    prepared = training.sweep.prepare_sweep(config, workdir, shard=shard,
+                                            allow_config_change=allow_config_change)
+  except ValueError as e:
+    return _error(e, EXIT_USAGE)
+  finally:
+    logging.set_verbosity(verbosity)
+  try:
+    rows = training.sweep.execute_sweep(prepared, workdir, shard=shard)
+  except training.WorkdirBusy as e:
+    return _error(e, EXIT_USAGE)
+  except training.CheckpointError as e:
+    return _error(e, EXIT_FAULT)
+  import jax
+  if jax.process_index() == 0:
+    diverged = sum(r["status"] == "diverged" for r in rows)
+    left = len(prepared) - len(rows)
+    print(f"optlab: sweep of {len(prepared)} runs: {len(rows) - diverged} ok, {diverged} "
+          f"diverged{f', {left} not yet run' if left else ''}; results in "
+          f"{training.sweep.results_path(workdir, shard)}", file=sys.stdout)
+  return 0
+
+
 def main(argv: list[str]) -> int:
   try:
     config, workdir, allow_config_change = parse(argv)
@@ -149,6 +177,8 @@ def main(argv: list[str]) -> int:
 
   import training  # after flag parsing: importing JAX is the slow part
 
+  if training.sweep.declared(config):
+    return _sweep(training, config, workdir, allow_config_change)
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # one line on bad input, not library warnings
   try:

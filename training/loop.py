@@ -77,10 +77,15 @@ def compile_steps(setup: Setup) -> Steps:
                                                  eval_sharding))
     evaluate = evaluate.lower(abstract_state, _abstract(eval_example)).compile()
   compile_s = time.perf_counter() - t0
-  init = jax.jit(functools.partial(init_state, model=setup.model, tx=setup.tx),
-                 out_shardings=state_sharding)
-  return Steps(init=init, train=train, evaluate=evaluate, batch_sharding=batch_sharding,
-               eval_sharding=eval_sharding, compile_s=compile_s)
+  return Steps(init=init_program(setup), train=train, evaluate=evaluate,
+               batch_sharding=batch_sharding, eval_sharding=eval_sharding, compile_s=compile_s)
+
+
+def init_program(setup: Setup) -> Callable:
+  """``init(rng, example_inputs)``: the sharded initial state of ``setup``, with its own
+  hyperparameters (a sweep's runs share the train step, each starts from its own state)."""
+  return jax.jit(functools.partial(init_state, model=setup.model, tx=setup.tx),
+                 out_shardings=setup.state_sharding)
 
 
 @dataclasses.dataclass
@@ -176,12 +181,14 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
   def flush():
     nonlocal status, last_record
     for record in jax.device_get(pending):
-      loss = float(record["loss"])
-      if not math.isfinite(loss) or loss > cfg.train.divergence_loss:
-        status = "diverged"
+      if status == "diverged":
+        break  # the run ends at its first bad record, wherever it was resumed from
       writer.write(record)
       progress.record(record)
       last_record = record
+      loss = float(record["loss"])
+      if not math.isfinite(loss) or loss > cfg.train.divergence_loss:
+        status = "diverged"
     pending.clear()
 
   while step < total and status == "ok":
@@ -214,6 +221,8 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
   if first_step_done is not None and step - start > 1:
     step_time = (time.perf_counter() - first_step_done) / (step - start - 1)
   position.time_s = elapsed()
+  if status == "diverged":  # reported at the bad record, not at the step the host had reached
+    step, position.examples_seen = last_record["step"], last_record["examples_seen"]
   return LoopResult(status=status, state=state, step=step, position=position,
                     last_record=last_record, step_time_s=step_time)
 
@@ -237,8 +246,11 @@ def summarize(setup: Setup, result: LoopResult) -> dict:
   return summary
 
 
-def execute(setup: Setup) -> dict:
+def execute(setup: Setup, steps: Steps | None = None) -> dict:
   """Trains from the newest checkpoint in the workdir (or from scratch); returns the summary.
+
+  ``steps``: programs compiled for another setup of the same shapes and optimizer structure
+  (a sweep's group); by default ``compile_steps(setup)``.
 
   Raises ``workdir.WorkdirBusy`` (another live run holds the workdir) or
   ``checkpointing.CheckpointError`` (no checkpoint readable, or one could not be saved) with a
@@ -256,7 +268,7 @@ def execute(setup: Setup) -> dict:
         records.write_json(os.path.join(workdir, "config.json"),
                            json.loads(cfg.to_json_best_effort()))
       writer = records.MetricWriter(workdir, tensorboard=cfg.tensorboard, enabled=is_main)
-      steps = compile_steps(setup)
+      steps = compile_steps(setup) if steps is None else steps
       state, position = resumed or fresh_state(setup, steps)
       writer.truncate_after(int(state.step))
       with Preemption() as preemption, records.Progress(

@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 
-def _plain(value):
+def plain(value):
+  """A JSON-ready scalar: arrays' items, and non-finite floats as text ("nan", "inf")."""
   if hasattr(value, "item"):
     value = value.item()
   if isinstance(value, float) and not math.isfinite(value):
@@ -45,7 +46,7 @@ class MetricWriter:
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
-    record = {k: _plain(v) for k, v in record.items()}
+    record = {k: plain(v) for k, v in record.items()}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self._tb is not None:
@@ -61,7 +62,11 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
   """The records of ``DIR/metrics.jsonl``; a last line cut short by a killed run is skipped."""
-  path = os.path.join(workdir, "metrics.jsonl")
+  return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """One dict per line of ``path`` (none if it is missing), up to a line cut short by a kill."""
   if not os.path.exists(path):
     return []
   records = []
@@ -79,7 +84,7 @@ def read_metrics(workdir: str) -> list[dict]:
 def write_json(path: str, obj: dict) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
+    json.dump(obj, f, indent=2, sort_keys=True, default=plain)
   os.replace(tmp, path)
 
 

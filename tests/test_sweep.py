@@ -1,0 +1,199 @@
+"""Sweeps (training/sweep.py): grouping by compiled program, rows, restarts and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+from conftest import ROOT, loss_curve, train_cmd
+
+import training
+from configs import digits_mlp, quickstart
+from configs.base import set_sweep
+from training import cli, sweep
+
+# A sweep over the digits MLP (compiles in about a second), 6 steps a run; the third learning
+# rate diverges. ``arg`` picks a broken variant for the bad-input tests.
+CONFIG = '''
+from configs import digits_mlp
+from configs.base import set_sweep
+
+
+def get_config(arg=""):
+  c = digits_mlp.get_config("smoke")
+  c.train.steps = 6  # updates per run
+  c.train.checkpoint_every = 3  # a checkpoint mid-run
+  c.train.eval_every = 0  # no evaluation
+  grid = {"optimizer.learning_rate": (0.05, 0.1, 1e6), "seed": (0,)}
+  budget = 0
+  if arg == "unknown":
+    grid = {"optimizer.learning_rat": (0.1,)}
+  elif arg == "empty":
+    grid = {"seed": ()}
+  elif arg == "batch":
+    grid = {"train.global_batch": (32, 12)}
+  elif arg == "budget":
+    grid, budget = {"train.global_batch": (16, 64)}, 48
+  elif arg == "type":
+    grid = {"train.steps": (6, 6.5)}
+  set_sweep(c, grid=grid, examples_budget=budget)
+  return c
+'''
+
+
+@pytest.fixture
+def config_file(tmp_path):
+  path = tmp_path / "sweep_config.py"
+  path.write_text(CONFIG)
+  return path
+
+
+def _load(config_file, arg=""):
+  return cli.load_config(f"{config_file}:{arg}" if arg else str(config_file))
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "results.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _without_time(rows):
+  return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+def test_a_group_compiles_once_and_each_run_equals_its_own_run(config_file, tmp_path,
+                                                               monkeypatch):
+  compiled = []
+  original = sweep.compile_steps
+  monkeypatch.setattr(sweep, "compile_steps", lambda s: compiled.append(s) or original(s))
+  config = _load(config_file)
+  rows = training.run_sweep(config, str(tmp_path / "sweep"))
+  assert len(compiled) == 1  # three learning rates, one program
+  assert [r["status"] for r in rows] == ["ok", "ok", "diverged"]
+  assert _rows(tmp_path / "sweep") == rows
+  assert [r["values"]["optimizer.learning_rate"] for r in rows] == [0.05, 0.1, 1e6]
+  for run, row in zip(sweep.expand(config), rows, strict=True):
+    alone = tmp_path / f"alone-{run.run_id}"
+    summary = training.run(sweep.run_config(config, run), str(alone))
+    assert summary["status"] == row["status"]
+    # The same program on the same state and batches: equal to the bit, the diverged run too
+    # (it changes no other run: each starts from its own state).
+    np.testing.assert_array_equal(loss_curve(tmp_path / "sweep" / "runs" / run.run_id),
+                                  loss_curve(alone))
+  ok = [r for r in rows if r["status"] == "ok"]
+  assert ok[0]["final_loss"] != ok[1]["final_loss"]  # each run trained at its own rate
+  assert all(r["steps"] == 6 and r["examples_seen"] == 6 * 32 for r in ok)
+
+
+def test_a_restart_redoes_no_finished_run_and_resumes_the_unfinished_one(config_file, tmp_path,
+                                                                         monkeypatch):
+  workdir = tmp_path / "sweep"
+  config = _load(config_file)
+  first = training.run_sweep(config, str(workdir))
+  runs = sweep.expand(config)
+  # As if killed after the second run's last checkpoint, before its summary and its row; the
+  # third run ended but its row was not written either.
+  with open(workdir / "results.jsonl", "w") as f:
+    f.write(json.dumps(first[0]) + "\n")
+  os.remove(workdir / "runs" / runs[1].run_id / "summary.json")
+  executed = []
+  original = sweep.execute
+  monkeypatch.setattr(sweep, "execute", lambda s, steps: executed.append(s.workdir)
+                      or original(s, steps=steps))
+  again = training.run_sweep(config, str(workdir))
+  assert executed == [str(workdir / "runs" / runs[1].run_id)]  # it resumes at its last step
+  assert _without_time(again) == _without_time(first)
+  assert _without_time(_rows(workdir)) == _without_time(first)
+
+
+def test_program_key_separates_what_changes_the_program():
+  base = quickstart.get_config("smoke")
+
+  def key(**changes):
+    c = ml_collections.ConfigDict(base.to_dict())
+    for path, value in changes.items():
+      node = c
+      *parents, last = path.split("__")
+      for p in parents:
+        node = node[p]
+      node[last] = value
+    return sweep.program_key(c)
+
+  same = key()
+  assert key(seed=3) == same
+  assert key(optimizer__learning_rate=0.5) == same
+  assert key(optimizer__kwargs__b1=0.8) == same
+  assert key(optimizer__weight_decay=0.3) == key(optimizer__weight_decay=0.1)
+  assert key(optimizer__weight_decay=0.0) != key(optimizer__weight_decay=0.1)
+  assert key(optimizer__name="sgd") != same
+  assert key(train__global_batch=8) != same
+  assert key(model__activation="relu") != same
+
+
+def test_cells_cross_the_grid_and_the_budget_sets_the_steps():
+  c = digits_mlp.get_config("smoke")
+  set_sweep(c, grid={"train.global_batch": (16, 32)},
+            cells={"relu": {"model.activation": "relu"}, "gelu": {"model.activation": "gelu"}},
+            examples_budget=320)
+  runs = sweep.expand(c)
+  assert [(r.cell, r.values["train.global_batch"]) for r in runs] == [
+      ("relu", 16), ("relu", 32), ("gelu", 16), ("gelu", 32)]
+  assert len({r.run_id for r in runs}) == 4
+  configs = [sweep.run_config(c, r) for r in runs]
+  assert [x.train.steps for x in configs] == [20, 10, 20, 10]  # equal examples per run
+  assert [x.model.activation for x in configs] == ["relu", "relu", "gelu", "gelu"]
+  assert "sweep" not in configs[0]
+
+
+@pytest.mark.parametrize("arg,overrides,fragments", [
+    ("unknown", (), ["unknown config key 'optimizer.learning_rat'", "optimizer.learning_rate"]),
+    ("empty", (), ["'seed' has no values to sweep"]),
+    ("batch", (), ["train.global_batch=12", "not divisible by the 8 data-parallel devices"]),
+    ("budget", (), ["examples_budget=48", "train.global_batch=64"]),
+    ("type", (), ["train.steps=6.5"]),
+    ("", ("--config.sweep.shard=3/2",), ["sweep.shard='3/2'", "0 <= i < n"]),
+])
+def test_bad_sweeps_fail_in_one_line_before_compiling(config_file, tmp_path, capsys, arg,
+                                                      overrides, fragments):
+  workdir = tmp_path / "sweep"
+  spec = f"{config_file}:{arg}" if arg else str(config_file)
+  code = cli.main(["train.py", f"--config={spec}", f"--workdir={workdir}", *overrides])
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert code == 2 and len(lines) == 1 and lines[0].startswith("optlab: error: "), err
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  assert not os.path.exists(workdir) or not os.listdir(workdir), os.listdir(workdir)
+
+
+def test_shards_split_the_runs_and_the_rows_merge(config_file, tmp_path):
+  config = _load(config_file)
+  workdir = str(tmp_path / "sweep")
+  parts = [training.run_sweep(config, workdir, shard=(i, 2)) for i in range(2)]
+  assert [len(p) for p in parts] == [2, 1]
+  merged = training.read_results(workdir)
+  assert sorted(r["run_id"] for r in merged) == sorted(r.run_id for r in sweep.expand(config))
+
+
+@pytest.mark.slow  # train.py in fresh processes, one of them killed
+def test_a_killed_sweep_restarted_gives_the_rows_of_an_uninterrupted_one(config_file, tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  whole, cut = tmp_path / "whole", tmp_path / "cut"
+  subprocess.run(train_cmd(str(config_file), whole), cwd=ROOT, env=env, check=True,
+                 capture_output=True, timeout=600)
+  proc = subprocess.Popen(train_cmd(str(config_file), cut), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (cut / "results.jsonl").exists() or not _rows(cut):
+    assert proc.poll() is None and time.time() < deadline, "the sweep ended before the kill"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert len(_rows(cut)) < 3
+  subprocess.run(train_cmd(str(config_file), cut), cwd=ROOT, env=env, check=True,
+                 capture_output=True, timeout=600)
+  assert _without_time(_rows(cut)) == _without_time(_rows(whole))

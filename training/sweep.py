@@ -1,0 +1,356 @@
+"""Sweeps declared in a config: many runs of the one train step, one compiled program per group.
+
+A config declares ``sweep.grid``, axes as ``(key, values)`` pairs that are crossed, and
+``sweep.cells``, named sets of ``(key, value)`` overrides (modality x architecture, say); every
+cell is crossed with the grid (no cells: the grid alone). ``configs/base.set_sweep`` writes both.
+``sweep.examples_budget`` (> 0) fixes the examples a run sees: its steps are
+``budget // train.global_batch``, so a sweep over batch sizes trains each at equal data.
+
+Runs whose configs differ only in values that the state carries (the seed; the peak learning
+rate, weight decay and float method arguments, all inside ``optax.inject_hyperparams``) form a
+group and go one after another through one compiled program: on a CPU whose cores one run
+already keeps busy this is as fast as batching them, and no run compiles twice. Every other key
+(optimizer, model, batch size, a static argument) starts a new group.
+
+Each run trains in ``DIR/runs/<run id>`` (checkpoints, metrics, summary: resumable as any run)
+and adds one row to ``DIR/results.jsonl``: its id, cell and swept values, status, final, best and
+end-of-run minimum training loss, final validation loss and accuracy, steps, examples and tokens
+seen, and wall time. A diverged run (a loss not finite, or above ``train.divergence_loss``) is a
+row with ``status: diverged``, and the sweep goes on. Restarted on the same ``DIR``, a sweep
+skips the runs that have a row and resumes the unfinished one from its checkpoint.
+``shard=(i, n)`` runs every n-th run from the i-th (machines sharing ``DIR``); shard ``i`` of
+``n > 1`` writes ``DIR/results.<i>-of-<n>.jsonl`` and ``read_results`` merges them.
+
+Every run's config is built and checked before anything compiles: an unknown key (close matches
+named), an empty axis, a value of the wrong type, a budget too small for one step and every check
+of a single run end in one ``ValueError`` line.
+"""
+
+import copy
+import dataclasses
+import difflib
+import glob
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+
+from training import records
+from training.loop import Steps, compile_steps, execute, init_program
+from training.setup import Setup, prepare
+
+# Method arguments that the state carries when they are floats (inject_hyperparams).
+_STATE_CARRIED = ("learning_rate", "weight_decay")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a sweep: its id (also its sub-workdir's name), cell and swept values."""
+
+  run_id: str
+  cell: str
+  values: dict
+
+
+def declared(config) -> bool:
+  """Whether ``config`` declares a sweep (a grid axis or a cell)."""
+  sweep = config.get("sweep")
+  return bool(sweep) and bool(sweep.get("grid") or sweep.get("cells"))
+
+
+def _flat_keys(config, prefix: str = "") -> list[str]:
+  keys = []
+  for key, value in config.items():
+    keys.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(_flat_keys(value, f"{prefix}{key}."))
+  return keys
+
+
+def _check_key(config, key, where: str) -> None:
+  keys = [k for k in _flat_keys(config) if not k.startswith("sweep")]
+  if not isinstance(key, str) or key not in keys:
+    close = difflib.get_close_matches(str(key), keys, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"{where}: unknown config key {key!r}{hint}")
+  if isinstance(_get(config, key), ml_collections.ConfigDict):
+    raise ValueError(f"{where}: {key!r} is a group of keys; sweep one of its keys")
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _set(config, key: str, value, where: str) -> None:
+  *parents, last = key.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  try:
+    node[last] = value
+  except TypeError as e:  # ml_collections keeps each key's type
+    raise ValueError(f"{where}: {key}={value!r} does not fit the key's type "
+                     f"({type(node[last]).__name__}): {e}") from None
+
+
+def _short(value) -> str:
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _run_id(cell: str, values: dict) -> str:
+  """Readable and stable: the cell, then a hash of the swept values (not of their order)."""
+  text = json.dumps(sorted((k, repr(v)) for k, v in values.items()))
+  digest = hashlib.sha1(f"{cell}|{text}".encode()).hexdigest()[:8]
+  return f"{cell}-{digest}" if cell else digest
+
+
+def expand(config) -> list[Run]:
+  """The runs ``config.sweep`` declares, cells in order, each crossed with the grid."""
+  sweep = config.sweep
+  axes = list(sweep.get("grid") or ())
+  seen = set()
+  for i, axis in enumerate(axes):
+    if not (isinstance(axis, tuple | list) and len(axis) == 2):
+      raise ValueError(f"sweep.grid[{i}] must be a (key, values) pair, got {axis!r}")
+    key, values = axis
+    _check_key(config, key, f"sweep.grid[{i}]")
+    if key in seen:
+      raise ValueError(f"sweep.grid: {key!r} is swept twice")
+    seen.add(key)
+    if not isinstance(values, tuple | list) or not values:
+      raise ValueError(f"sweep.grid: {key!r} has no values to sweep (an empty grid)")
+  cells = list(sweep.get("cells") or ()) or [("", ())]
+  names = set()
+  for i, cell in enumerate(cells):
+    if not (isinstance(cell, tuple | list) and len(cell) == 2 and isinstance(cell[0], str)):
+      raise ValueError(f"sweep.cells[{i}] must be a (name, ((key, value), ...)) pair")
+    if cell[0] in names:
+      raise ValueError(f"sweep.cells: two cells are named {cell[0]!r}")
+    names.add(cell[0])
+    for key, _ in cell[1]:
+      _check_key(config, key, f"sweep.cells[{cell[0]!r}]")
+  runs = []
+  for name, overrides in cells:
+    for combo in itertools.product(*(values for _, values in axes)):
+      values = {**dict(overrides), **{k: v for (k, _), v in zip(axes, combo, strict=True)}}
+      runs.append(Run(_run_id(name, values), name, values))
+  return runs
+
+
+def run_config(config, run: Run):
+  """The plain (sweep-free) config of ``run``: the base config with the run's values set."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    budget = int(cfg.sweep.get("examples_budget", 0) or 0)
+    del cfg["sweep"]
+    for key, value in run.values.items():
+      _set(cfg, key, value, f"sweep run {run.run_id}")
+    if budget:
+      steps = budget // cfg.train.global_batch
+      if steps < 1:
+        raise ValueError(f"sweep.examples_budget={budget} is smaller than one batch of "
+                         f"train.global_batch={cfg.train.global_batch} (run {run.run_id}): "
+                         f"raise the budget or drop the batch size")
+      cfg.train.steps = steps
+  return cfg
+
+
+def program_key(cfg) -> str:
+  """Equal for configs whose train steps compile to the same program (see the module doc)."""
+  d = cfg.to_dict()
+  d.pop("seed", None)
+
+  def blank(group):
+    if not isinstance(group, dict):
+      return
+    group["learning_rate"] = None
+    if "weight_decay" in group:
+      group["weight_decay"] = bool(group["weight_decay"])  # 0 leaves the decay out
+    for k, v in (group.get("kwargs") or {}).items():
+      if isinstance(v, float):
+        group["kwargs"][k] = "float"
+
+  optimizer = d.get("optimizer", {})
+  blank(optimizer)
+  for sub in (optimizer.get("by_role") or {}).values():
+    blank(sub)
+  return json.dumps(d, sort_keys=True, default=str)
+
+
+def _abstract_signature(setup: Setup):
+  leaves, treedef = jax.tree.flatten(setup.abstract_state)
+  return treedef, [(x.shape, x.dtype) for x in leaves]
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+  """``"i/n"`` (0 <= i < n) to ``(i, n)``; ``""`` is the whole sweep."""
+  if not spec:
+    return 0, 1
+  try:
+    i, n = (int(part) for part in spec.split("/"))
+  except ValueError:
+    i, n = -1, 0
+  if not 0 <= i < n:
+    raise ValueError(f"sweep.shard={spec!r} must be 'i/n' with 0 <= i < n (e.g. 0/4 .. 3/4)")
+  return i, n
+
+
+def results_path(workdir: str, shard: tuple[int, int]) -> str:
+  i, n = shard
+  name = "results.jsonl" if n == 1 else f"results.{i}-of-{n}.jsonl"
+  return os.path.join(workdir, name)
+
+
+def read_results(workdir: str) -> list[dict]:
+  """Every row in ``DIR/results*.jsonl`` (all shards), one per run id, in file order."""
+  rows = {}
+  paths = sorted(glob.glob(os.path.join(workdir, "results*.jsonl")))
+  for path in paths:
+    for row in records.read_jsonl(path):
+      rows.setdefault(row["run_id"], row)
+  return list(rows.values())
+
+
+def _row(run: Run, summary: dict, run_dir: str) -> dict:
+  history = records.read_metrics(run_dir)
+  losses = [float(r["loss"]) for r in history if "loss" in r]  # "nan" is written as text
+  finite = [x for x in losses if math.isfinite(x)]
+  last = [float(r["loss"]) for r in history
+          if r["step"] > 0.99 * summary["steps"]] or losses[-1:]
+  row = {
+      "run_id": run.run_id,
+      "cell": run.cell,
+      "values": run.values,
+      "status": summary["status"],
+      "final_loss": summary["final_loss"],
+      "best_loss": min(finite) if finite else None,
+      # The study's final loss: the least training loss over the last 1% of steps.
+      "final_min_loss": min(last) if last else None,
+      "final_eval_loss": summary["final_eval_loss"],
+      "final_eval_accuracy": summary["final_eval_accuracy"],
+      "steps": summary["steps"],
+      "examples_seen": summary["examples_seen"],
+      "tokens_seen": summary["tokens_seen"],
+      "wall_time_s": summary["wall_time_s"],
+  }
+  return {k: records.plain(v) if isinstance(v, float) else v for k, v in row.items()}
+
+
+class _Report:
+  """One line per finished run on stdout: done / diverged / remaining and the best so far."""
+
+  def __init__(self, total: int, done: list[dict], enabled: bool):
+    self.total, self.rows, self.enabled = total, list(done), enabled
+    self.t0 = time.perf_counter()
+
+  def add(self, row: dict) -> None:
+    self.rows.append(row)
+    if not self.enabled:
+      return
+    diverged = sum(r["status"] == "diverged" for r in self.rows)
+    ok = [r for r in self.rows if r["status"] == "ok" and r["final_loss"] is not None]
+    best = min(ok, key=lambda r: r["final_loss"], default=None)
+    best_text = (f"; best final loss {best['final_loss']:.4f} ({best['run_id']})"
+                 if best else "")
+    print(f"sweep: {len(self.rows)}/{self.total} done ({diverged} diverged), "
+          f"{self.total - len(self.rows)} to go{best_text}", file=sys.stdout, flush=True)
+
+
+def prepare_sweep(config, workdir: str, *, shard: tuple[int, int] = (0, 1),
+                  allow_config_change: bool = False) -> list[tuple[Run, Setup]]:
+  """Every run of this shard, its config built and checked (``ValueError``: one line)."""
+  runs = expand(config)
+  i, n = shard
+  mine = runs[i::n]
+  prepared = []
+  for run in mine:
+    cfg = run_config(config, run)
+    try:
+      setup = prepare(cfg, os.path.join(workdir, "runs", run.run_id),
+                      allow_config_change=allow_config_change)
+    except ValueError as e:
+      values = ", ".join(f"{k}={_short(v)}" for k, v in run.values.items())
+      raise ValueError(f"sweep run {run.run_id} ({values}): {str(e).splitlines()[0]}") from None
+    prepared.append((run, setup))
+  return prepared
+
+
+def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
+                  shard: tuple[int, int] = (0, 1)) -> list[dict]:
+  """Trains the prepared runs that have no row yet, one compiled program per group.
+
+  Returns this shard's rows (the finished ones read back, then the new ones). Stops early, with
+  the rows so far, when a run is preempted (SIGTERM): run the same command to go on.
+  """
+  is_main = jax.process_index() == 0
+  path = results_path(workdir, shard)
+  done = {r["run_id"]: r for r in records.read_jsonl(path)}
+  ids = {run.run_id for run, _ in prepared}
+  report = _Report(len(prepared), [r for k, r in done.items() if k in ids], enabled=is_main)
+  groups: dict[str, list[tuple[Run, Setup]]] = {}
+  for run, setup in prepared:
+    groups.setdefault(program_key(setup.config), []).append((run, setup))
+  rows = list(report.rows)
+  os.makedirs(workdir, exist_ok=True)
+  for members in groups.values():
+    steps: Steps | None = None
+    signature = None
+    for run, setup in members:
+      if run.run_id in done:
+        continue
+      summary = _finished(setup)
+      if summary is not None:  # trained to its end (or diverged), killed before its row
+        rows.append(_write_row(run, summary, setup.workdir, path, is_main))
+        report.add(rows[-1])
+        continue
+      if steps is None:
+        steps, signature = compile_steps(setup), _abstract_signature(setup)
+      elif _abstract_signature(setup) != signature:  # a key the grouping did not foresee
+        steps, signature = compile_steps(setup), _abstract_signature(setup)
+      summary = execute(setup, steps=dataclasses.replace(steps, init=init_program(setup)))
+      if summary["status"] == "preempted":
+        return rows
+      rows.append(_write_row(run, summary, setup.workdir, path, is_main))
+      report.add(rows[-1])
+  return rows
+
+
+def _finished(setup: Setup) -> dict | None:
+  """The run's ``summary.json`` if it ended (``ok`` at its last step, or ``diverged``)."""
+  path = os.path.join(setup.workdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    summary = json.load(f)
+  ended = (summary.get("status") == "diverged"
+           or (summary.get("status") == "ok" and summary.get("steps") == setup.config.train.steps))
+  return summary if ended else None
+
+
+def _write_row(run: Run, summary: dict, run_dir: str, path: str, is_main: bool) -> dict:
+  row = _row(run, summary, run_dir)
+  if is_main:
+    with open(path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+  return row
+
+
+def run_sweep(config, workdir: str, *, shard: tuple[int, int] = (0, 1),
+              allow_config_change: bool = False) -> list[dict]:
+  """Checks every run of ``config``'s sweep, then trains those without a row (see the module)."""
+  prepared = prepare_sweep(config, workdir, shard=shard, allow_config_change=allow_config_change)
+  return execute_sweep(prepared, workdir, shard=shard)
+
+
+def sweep_config() -> ml_collections.ConfigDict:
+  """The ``sweep`` block of a config that is a single run (``configs/base.py``)."""
+  return ml_collections.ConfigDict(dict(grid=(), cells=(), examples_budget=0, shard=""))
