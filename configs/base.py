@@ -71,19 +71,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.sweep = ml_collections.ConfigDict()
   c.sweep.grid = ()  # axes ((key, (value, ...)), ...), crossed
   c.sweep.cells = ()  # named overrides ((name, ((key, value), ...)), ...), each x the grid
+  c.sweep.runs = ()  # explicit runs ((cell, ((key, value), ...)), ...) besides the grid
   c.sweep.examples_budget = 0  # > 0: each run's steps = this // train.global_batch
+  c.sweep.warmup_fraction = 0.0  # > 0, with a budget: each run's warmup, a fraction of its steps
   c.sweep.shard = ""  # "i/n": this process runs every n-th run from the i-th
   return c
 
 
 def set_sweep(c: ml_collections.ConfigDict, *, grid: dict | None = None,
-              cells: dict | None = None, examples_budget: int = 0) -> None:
+              cells: dict | None = None, cell_axes: dict | None = None,
+              examples_budget: int = 0, warmup_fraction: float = 0.0) -> None:
   """Declares a sweep: ``grid`` maps a key to the values it takes (the axes are crossed);
-  ``cells`` maps a name to overrides ``{key: value}``, each cell crossed with the grid."""
-  grid, cells = grid or {}, cells or {}
-  c.sweep.grid = tuple((k, tuple(v)) for k, v in grid.items())  # the axes, crossed
-  c.sweep.cells = tuple((k, tuple(v.items())) for k, v in cells.items())  # each x the grid
+  ``cells`` maps a name to overrides ``{key: value}`` or to the cell's whole config, each cell
+  crossed with the grid; ``cell_axes`` maps a cell to axes of its own (they replace the grid's
+  axis of the same key)."""
+  grid, cells, cell_axes = grid or {}, cells or {}, cell_axes or {}
+  pairs = lambda axes: tuple((k, tuple(v)) for k, v in axes.items())
+  c.sweep.grid = pairs(grid)  # the axes, crossed
+  whole = lambda v: v if isinstance(v, ml_collections.ConfigDict) else tuple(v.items())
+  cells = [(k, whole(v), pairs(cell_axes.get(k, {}))) for k, v in cells.items()]
+  c.sweep.cells = tuple(cells)  # each cell x the grid
   c.sweep.examples_budget = examples_budget  # > 0: steps = this // train.global_batch
+  c.sweep.warmup_fraction = warmup_fraction  # with a budget: warmup = this x steps
 
 
 def set_optimizer(c: ml_collections.ConfigDict, name: str, *, learning_rate: float,

@@ -3,8 +3,11 @@
 A config declares ``sweep.grid``, axes as ``(key, values)`` pairs that are crossed, and
 ``sweep.cells``, named sets of ``(key, value)`` overrides (modality x architecture, say); every
 cell is crossed with the grid (no cells: the grid alone). ``configs/base.set_sweep`` writes both.
-``sweep.examples_budget`` (> 0) fixes the examples a run sees: its steps are
-``budget // train.global_batch``, so a sweep over batch sizes trains each at equal data.
+A cell's overrides may be its whole config instead (a modality with its model and data), and a
+cell may carry axes of its own (a learning-rate grid per optimizer); ``sweep.runs`` adds runs
+one by one (the seeds of a best cell). ``sweep.examples_budget`` (> 0) fixes the examples a run
+sees: its steps are ``budget // train.global_batch`` (its warmup ``sweep.warmup_fraction`` of
+them), so a sweep over batch sizes trains each at equal data.
 
 Runs whose configs differ only in values that the state carries (the seed; the peak learning
 rate, weight decay and float method arguments, all inside ``optax.inject_hyperparams``) form a
@@ -113,45 +116,81 @@ def _run_id(cell: str, values: dict) -> str:
   return f"{cell}-{digest}" if cell else digest
 
 
-def expand(config) -> list[Run]:
-  """The runs ``config.sweep`` declares, cells in order, each crossed with the grid."""
-  sweep = config.sweep
-  axes = list(sweep.get("grid") or ())
+def _check_axes(config, axes, where: str) -> list[tuple[str, tuple]]:
   seen = set()
   for i, axis in enumerate(axes):
     if not (isinstance(axis, tuple | list) and len(axis) == 2):
-      raise ValueError(f"sweep.grid[{i}] must be a (key, values) pair, got {axis!r}")
+      raise ValueError(f"{where}[{i}] must be a (key, values) pair, got {axis!r}")
     key, values = axis
-    _check_key(config, key, f"sweep.grid[{i}]")
+    _check_key(config, key, f"{where}[{i}]")
     if key in seen:
-      raise ValueError(f"sweep.grid: {key!r} is swept twice")
+      raise ValueError(f"{where}: {key!r} is swept twice")
     seen.add(key)
     if not isinstance(values, tuple | list) or not values:
-      raise ValueError(f"sweep.grid: {key!r} has no values to sweep (an empty grid)")
+      raise ValueError(f"{where}: {key!r} has no values to sweep (an empty grid)")
+  return [(key, tuple(values)) for key, values in axes]
+
+
+def _cells(config) -> dict[str, tuple]:
+  """``name -> (base config, overrides, axes)`` of every cell (one unnamed cell if none)."""
+  sweep = config.sweep
   cells = list(sweep.get("cells") or ()) or [("", ())]
-  names = set()
+  out = {}
   for i, cell in enumerate(cells):
-    if not (isinstance(cell, tuple | list) and len(cell) == 2 and isinstance(cell[0], str)):
-      raise ValueError(f"sweep.cells[{i}] must be a (name, ((key, value), ...)) pair")
-    if cell[0] in names:
-      raise ValueError(f"sweep.cells: two cells are named {cell[0]!r}")
-    names.add(cell[0])
-    for key, _ in cell[1]:
-      _check_key(config, key, f"sweep.cells[{cell[0]!r}]")
-  runs = []
-  for name, overrides in cells:
+    if not (isinstance(cell, tuple | list) and len(cell) in (2, 3) and isinstance(cell[0], str)):
+      raise ValueError(f"sweep.cells[{i}] must be (name, overrides[, axes]): overrides are "
+                       f"((key, value), ...) or the cell's whole config")
+    name, overrides = cell[0], cell[1]
+    if name in out:
+      raise ValueError(f"sweep.cells: two cells are named {name!r}")
+    base = config
+    if isinstance(overrides, ml_collections.ConfigDict):
+      base, overrides = overrides, ()
+    for key, _ in overrides:
+      _check_key(base, key, f"sweep.cells[{name!r}]")
+    global_axes = _check_axes(base, list(sweep.get("grid") or ()), "sweep.grid")
+    own = _check_axes(base, list(cell[2]) if len(cell) == 3 else [], f"sweep.cells[{name!r}]")
+    replaced = {key for key, _ in own}
+    axes = [a for a in global_axes if a[0] not in replaced] + own
+    out[name] = (base, tuple(overrides), axes)
+  return out
+
+
+def expand(config) -> list[Run]:
+  """The runs ``config.sweep`` declares: cells in order, each crossed with its axes (the grid's
+  and its own), then ``sweep.runs``, the explicit ``(cell, ((key, value), ...))`` ones."""
+  cells = _cells(config)
+  runs, ids = [], set()
+
+  def add(name, values):
+    run = Run(_run_id(name, values), name, values)
+    if run.run_id not in ids:
+      ids.add(run.run_id)
+      runs.append(run)
+
+  for name, (_, overrides, axes) in cells.items():
     for combo in itertools.product(*(values for _, values in axes)):
-      values = {**dict(overrides), **{k: v for (k, _), v in zip(axes, combo, strict=True)}}
-      runs.append(Run(_run_id(name, values), name, values))
+      add(name, {**dict(overrides), **{k: v for (k, _), v in zip(axes, combo, strict=True)}})
+  for i, extra in enumerate(config.sweep.get("runs") or ()):
+    if not (isinstance(extra, tuple | list) and len(extra) == 2 and extra[0] in cells):
+      raise ValueError(f"sweep.runs[{i}] must be (cell, ((key, value), ...)) naming one of the "
+                       f"cells {', '.join(repr(c) for c in cells)}")
+    name, pairs = extra
+    base, overrides, _ = cells[name]
+    for key, _ in pairs:
+      _check_key(base, key, f"sweep.runs[{i}]")
+    add(name, {**dict(overrides), **dict(pairs)})
   return runs
 
 
 def run_config(config, run: Run):
-  """The plain (sweep-free) config of ``run``: the base config with the run's values set."""
-  cfg = copy.deepcopy(config)
+  """The plain (sweep-free) config of ``run``: its cell's base with the run's values set."""
+  base, _, _ = _cells(config)[run.cell]
+  cfg = copy.deepcopy(base)
   with cfg.unlocked():
-    budget = int(cfg.sweep.get("examples_budget", 0) or 0)
-    del cfg["sweep"]
+    budget = int(config.sweep.get("examples_budget", 0) or 0)
+    if "sweep" in cfg:
+      del cfg["sweep"]
     for key, value in run.values.items():
       _set(cfg, key, value, f"sweep run {run.run_id}")
     if budget:
@@ -161,6 +200,9 @@ def run_config(config, run: Run):
                          f"train.global_batch={cfg.train.global_batch} (run {run.run_id}): "
                          f"raise the budget or drop the batch size")
       cfg.train.steps = steps
+      fraction = float(config.sweep.get("warmup_fraction", 0.0) or 0.0)
+      if fraction:
+        cfg.optimizer.schedule.warmup_steps = int(round(fraction * steps))
   return cfg
 
 
