@@ -20,4 +20,5 @@ def reexec_with_malloc_tunables() -> None:
 if __name__ == "__main__":
   reexec_with_malloc_tunables()
   from training import cli
-  sys.exit(cli.main(sys.argv))
+  # Experiment protocols by name, imported when a config names one (training imports none).
+  sys.exit(cli.main(sys.argv, protocols={"gap": "experiments.protocols:gap"}))

@@ -39,6 +39,15 @@ def _value(row: dict, key: str, default=None):
   return row["values"].get(key, default)
 
 
+def pair_and_optimizer(row: dict) -> tuple[str, str]:
+  """The (pair, optimizer) of a row: from the swept ``optimizer.name``, else from a cell named
+  ``<pair>-<optimizer>`` as ``configs/gap.py`` names them."""
+  if OPTIMIZER in row["values"]:
+    return row["cell"], row["values"][OPTIMIZER]
+  pair, _, optimizer = row["cell"].rpartition("-")
+  return pair, optimizer
+
+
 @dataclasses.dataclass(frozen=True)
 class Best:
   """The best learning rate of one (cell, optimizer, batch) and where it sits in the grid."""
@@ -50,12 +59,12 @@ class Best:
 
 
 def best_over_grid(rows: list[dict], *, seed: int = 0) -> dict[tuple, Best]:
-  """``(cell, optimizer, batch) -> Best`` over the rows of seed ``seed``."""
+  """``(pair, optimizer, batch) -> Best`` over the rows of seed ``seed``."""
   curves = defaultdict(dict)
   for row in rows:
     if _value(row, SEED, 0) != seed:
       continue
-    key = (row["cell"], _value(row, OPTIMIZER), _value(row, BATCH))
+    key = (*pair_and_optimizer(row), _value(row, BATCH))
     curves[key][float(_value(row, LR))] = loss_of(row)
   best = {}
   for key, curve in curves.items():
@@ -87,9 +96,9 @@ class Gap:
   seeds: tuple[int, int]  # seeds behind each mean (adam, sgd)
 
 
-def _seed_losses(rows, cell, optimizer, batch, lr) -> list[float]:
+def _seed_losses(rows, pair, optimizer, batch, lr) -> list[float]:
   return [loss_of(r) for r in rows
-          if r["cell"] == cell and _value(r, OPTIMIZER) == optimizer
+          if pair_and_optimizer(r) == (pair, optimizer)
           and _value(r, BATCH) == batch and math.isclose(float(_value(r, LR)), lr)]
 
 
@@ -109,7 +118,7 @@ def gap_at(adam: list[float], sgd: list[float], batch: int) -> Gap:
 
 
 def gaps(rows: list[dict], *, adam: str = "adam", sgd: str = "sgd") -> dict[str, list[Gap]]:
-  """``cell -> [Gap per batch size, ascending]`` at each optimizer's best rate (seed 0's grid)."""
+  """``pair -> [Gap per batch size, ascending]`` at each optimizer's best rate (seed 0's grid)."""
   best = best_over_grid(rows)
   out = defaultdict(list)
   cells = sorted({cell for cell, _, _ in best})

@@ -102,8 +102,8 @@ def test_a_restart_redoes_no_finished_run_and_resumes_the_unfinished_one(config_
   os.remove(workdir / "runs" / runs[1].run_id / "summary.json")
   executed = []
   original = sweep.execute
-  monkeypatch.setattr(sweep, "execute", lambda s, steps: executed.append(s.workdir)
-                      or original(s, steps=steps))
+  monkeypatch.setattr(sweep, "execute", lambda s, steps, **kw: executed.append(s.workdir)
+                      or original(s, steps=steps, **kw))
   again = training.run_sweep(config, str(workdir))
   assert executed == [str(workdir / "runs" / runs[1].run_id)]  # it resumes at its last step
   assert _without_time(again) == _without_time(first)

@@ -141,11 +141,16 @@ def _where_results_are(workdir: str) -> str:
   return ", ".join(os.path.join(workdir, name) for name in shown)
 
 
-def _sweep(training, config, workdir: str, allow_config_change: bool) -> int:
-  """A config that declares a sweep: every run checked, then trained (``training/sweep.py``)."""
+def _sweep(training, config, workdir: str, allow_config_change: bool, protocols: dict) -> int:
+  """A config that declares a sweep: every run checked, then trained (``training/sweep.py``);
+  one that names a protocol (``config.protocol.name``) is run by it, from ``protocols``."""
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
+  protocol = config.get("protocol", {}).get("name", "")
   try:
+    if protocol and protocol not in protocols:
+      raise ValueError(f"protocol.name={protocol!r} is not one of {', '.join(protocols)}: "
+                       f"run protocols through train.py")
     shard = training.sweep.parse_shard(config.sweep.shard)
     prepared = training.sweep.prepare_sweep(config, workdir, shard=shard,
                                             allow_config_change=allow_config_change)
@@ -154,7 +159,17 @@ def _sweep(training, config, workdir: str, allow_config_change: bool) -> int:
   finally:
     logging.set_verbosity(verbosity)
   try:
+    if protocol:
+      module, _, function = protocols[protocol].partition(":")
+      run_protocol = getattr(importlib.import_module(module), function)
+      report = run_protocol(config, workdir, prepared=prepared, shard=shard,
+                            allow_config_change=allow_config_change)
+      print(f"optlab: {protocol} protocol {'done; report in ' + report if report else 'stopped'}"
+            f"; results in {workdir}", file=sys.stdout)
+      return 0
     rows = training.sweep.execute_sweep(prepared, workdir, shard=shard)
+  except ValueError as e:  # a later stage's run that does not build
+    return _error(e, EXIT_USAGE)
   except training.WorkdirBusy as e:
     return _error(e, EXIT_USAGE)
   except training.CheckpointError as e:
@@ -169,7 +184,10 @@ def _sweep(training, config, workdir: str, allow_config_change: bool) -> int:
   return 0
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], protocols: dict | None = None) -> int:
+  """``train.py``'s exit code for ``argv``; ``protocols`` maps a protocol's name to its
+  ``"module:function"`` (``train.py`` names ``experiments.protocols``; ``training`` imports no
+  experiment)."""
   try:
     config, workdir, allow_config_change = parse(argv)
   except (flags.Error, UsageError) as e:
@@ -178,7 +196,7 @@ def main(argv: list[str]) -> int:
   import training  # after flag parsing: importing JAX is the slow part
 
   if training.sweep.declared(config):
-    return _sweep(training, config, workdir, allow_config_change)
+    return _sweep(training, config, workdir, allow_config_change, protocols or {})
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)  # one line on bad input, not library warnings
   try:

@@ -227,7 +227,7 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
                     last_record=last_record, step_time_s=step_time)
 
 
-def summarize(setup: Setup, result: LoopResult) -> dict:
+def summarize(setup: Setup, result: LoopResult, *, plot: bool = True) -> dict:
   """Writes ``summary.json`` and ``report/loss.png`` (first process) and returns the summary."""
   cfg, workdir, source = setup.config, setup.workdir, setup.source
   is_main = jax.process_index() == 0
@@ -241,16 +241,17 @@ def summarize(setup: Setup, result: LoopResult) -> dict:
       devices=jax.device_count(), processes=jax.process_count(), jax_version=jax.__version__)
   if is_main:
     records.write_json(os.path.join(workdir, "summary.json"), summary)
-    if history:
+    if history and plot:
       records.plot_loss(workdir, history, f"{cfg.model.name} / {cfg.optimizer.name}")
   return summary
 
 
-def execute(setup: Setup, steps: Steps | None = None) -> dict:
+def execute(setup: Setup, steps: Steps | None = None, *, plot: bool = True) -> dict:
   """Trains from the newest checkpoint in the workdir (or from scratch); returns the summary.
 
   ``steps``: programs compiled for another setup of the same shapes and optimizer structure
-  (a sweep's group); by default ``compile_steps(setup)``.
+  (a sweep's group); by default ``compile_steps(setup)``. ``plot=False``: no ``report/loss.png``
+  (a sweep's runs: the sweep's report draws them together).
 
   Raises ``workdir.WorkdirBusy`` (another live run holds the workdir) or
   ``checkpointing.CheckpointError`` (no checkpoint readable, or one could not be saved) with a
@@ -279,7 +280,7 @@ def execute(setup: Setup, steps: Steps | None = None) -> dict:
         checkpointer.save(result.step, result.state, result.position.as_meta())
       checkpointer.wait()
       writer.close()
-      return summarize(setup, result)
+      return summarize(setup, result, plot=plot)
     except OSError as e:  # the metrics, the summary or the plot; the checkpoints are intact
       if is_disk_full(e):
         raise checkpointer.disk_full_error(f"the run's records in {workdir}") from None

@@ -43,9 +43,10 @@ import time
 
 import jax
 import ml_collections
+import optax
 
 from training import records
-from training.loop import Steps, compile_steps, execute, init_program
+from training.loop import Steps, compile_steps, execute
 from training.setup import Setup, prepare
 
 # Method arguments that the state carries when they are floats (inject_hyperparams).
@@ -228,6 +229,35 @@ def program_key(cfg) -> str:
   return json.dumps(d, sort_keys=True, default=str)
 
 
+def _is_injected(node) -> bool:
+  return isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState)
+
+
+def _hyperparams(opt_state) -> list[dict]:
+  leaves = jax.tree.leaves(opt_state, is_leaf=_is_injected)
+  return [node.hyperparams for node in leaves if _is_injected(node)]
+
+
+def with_own_hyperparams(state, setup: Setup):
+  """``state``, made by another run's init program of the group, with ``setup``'s own
+  hyperparameters (the only values in which the group's initial states differ but the seed's).
+
+  Their values come from a program that keeps nothing of ``setup.tx.init`` but those scalars,
+  which compiles in a moment where a whole init program takes seconds.
+  """
+  mine = iter(jax.jit(lambda params: _hyperparams(setup.tx.init(params)))(state.params))
+
+  def own(node):
+    if not _is_injected(node):
+      return node
+    new = next(mine)
+    return node._replace(hyperparams={
+        k: jax.device_put(jax.numpy.asarray(new[k], v.dtype), v.sharding)
+        for k, v in node.hyperparams.items()})
+
+  return state.replace(opt_state=jax.tree.map(own, state.opt_state, is_leaf=_is_injected))
+
+
 def _abstract_signature(setup: Setup):
   leaves, treedef = jax.tree.flatten(setup.abstract_state)
   return treedef, [(x.shape, x.dtype) for x in leaves]
@@ -358,7 +388,9 @@ def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
         steps, signature = compile_steps(setup), _abstract_signature(setup)
       elif _abstract_signature(setup) != signature:  # a key the grouping did not foresee
         steps, signature = compile_steps(setup), _abstract_signature(setup)
-      summary = execute(setup, steps=dataclasses.replace(steps, init=init_program(setup)))
+      own_init = lambda rng, example, setup=setup, init=steps.init: with_own_hyperparams(
+          init(rng, example), setup)
+      summary = execute(setup, steps=dataclasses.replace(steps, init=own_init), plot=False)
       if summary["status"] == "preempted":
         return rows
       rows.append(_write_row(run, summary, setup.workdir, path, is_main))

@@ -1,0 +1,76 @@
+"""Experiment protocols that ``train.py`` runs when a config names one (``config.protocol``).
+
+``gap`` (``configs/gap.py``): the grid of the declared sweep; then, up to
+``protocol.edge_extensions`` times, one more learning rate beyond each best that sits at an edge
+of the rates tried (the grid must not decide the answer); then ``protocol.seeds`` seeds of each
+(pair, optimizer, batch) at its best rate; then ``DIR/report/``. Each stage is a sweep over the
+same ``DIR``, so a restart redoes no finished run. Split over machines (``sweep.shard=i/n``),
+each shard runs its share of the grid; run once more without a shard when all have finished to
+do the later stages and the report.
+"""
+
+import copy
+import sys
+
+import training
+from experiments import gap as gap_lib
+from experiments import report
+
+
+def _with_runs(config, runs):
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.sweep.runs = tuple(runs)
+  return config
+
+
+def _say(text: str) -> None:
+  print(f"gap: {text}", file=sys.stdout, flush=True)
+
+
+def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
+        allow_config_change: bool = False) -> str | None:
+  """Runs the gap protocol in ``workdir``; returns the report's path (``None`` for a shard or a
+  preempted stage). ``prepared``: the grid's runs, already checked (``sweep.prepare_sweep``)."""
+  kwargs = dict(shard=shard, allow_config_change=allow_config_change)
+  if prepared is None:
+    prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
+  rows = training.sweep.execute_sweep(prepared, workdir, shard=shard)
+  if shard[1] > 1 or len(rows) < len(prepared):
+    return None
+  protocol, extra = config.protocol, []
+  cell = lambda pair, optimizer: f"{pair}-{optimizer}"
+  for round_ in range(protocol.edge_extensions):
+    added = []
+    for (pair, optimizer, batch), best in gap_lib.best_over_grid(
+        training.read_results(workdir)).items():
+      rate = gap_lib.next_rate(best, protocol.grid_factor)
+      if rate is not None:
+        added.append((cell(pair, optimizer), (("train.global_batch", batch), ("seed", 0),
+                                              ("optimizer.learning_rate", rate))))
+    if not added:
+      break
+    _say(f"{len(added)} best rates at a grid edge: one more rate beyond each "
+         f"(extension {round_ + 1} of at most {protocol.edge_extensions})")
+    extra += added
+    if not _stage(_with_runs(config, extra), workdir, kwargs):
+      return None
+  seeds = []
+  for (pair, optimizer, batch), best in gap_lib.best_over_grid(
+      training.read_results(workdir)).items():
+    for seed in range(1, protocol.seeds):
+      seeds.append((cell(pair, optimizer), (("train.global_batch", batch), ("seed", seed),
+                                            ("optimizer.learning_rate", best.learning_rate))))
+  _say(f"{len(seeds)} more seeds of the best cells")
+  if not _stage(_with_runs(config, extra + seeds), workdir, kwargs):
+    return None
+  path = report.gap_report(workdir)
+  print(report.gap_table_text(workdir), file=sys.stdout)
+  return path
+
+
+def _stage(config, workdir, kwargs) -> bool:
+  prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
+  rows = training.sweep.execute_sweep(prepared, workdir, shard=kwargs["shard"])
+  return len(rows) == len(prepared)
+
