@@ -39,7 +39,7 @@ def _cell(modality: str, arch: str, optimizer: str, beta: float, smoke: bool, fu
     c.train.log_every = 1  # every step: the final loss is the least over the last 1% of steps
     c.train.eval_every = 10**9  # evaluated at the end only
     c.train.checkpoint_every = 10**9 if not full else 500  # at the end (and every 500 steps)
-    if smoke:
+    if smoke and "depth" in c.model:
       c.model.depth = 1  # the smallest model that is still the architecture
   return c
 
@@ -48,13 +48,15 @@ def get_config(arg: str = "mini"):
   variants = parse_variants(arg, ("mini", "full", "smoke"))
   full, smoke = "full" in variants, "smoke" in variants
   c = base_config()
-  pairs = FULL_PAIRS if full else MINI_PAIRS[::2] if smoke else MINI_PAIRS
+  pairs = FULL_PAIRS if full else (("vision", "mlp"),) if smoke else MINI_PAIRS
   betas = (0.9, 0.95, 0.99, 0.999) if full else (0.9,)  # SGD's momentum = Adam's b1 = b2
   batches = ((16, 32, 64, 128, 256, 512) if full else (8, 16) if smoke
              else (8, 16, 32))  # powers of two at a fixed budget
   grids = {  # log-spaced learning rates, a factor of about 3 apart
-      "adam": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2) if full else (1e-3, 3e-3, 1e-2),
-      "sgd": (1e-2, 3e-2, 0.1, 0.3, 1.0) if full else (3e-2, 0.1, 0.3),
+      "adam": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2) if full else (1e-3, 1e-2) if smoke
+              else (1e-3, 3e-3, 1e-2),
+      "sgd": (1e-2, 3e-2, 0.1, 0.3, 1.0) if full else (3e-2, 0.3) if smoke
+             else (3e-2, 0.1, 0.3),
   }
   cells, axes = {}, {}
   for modality, arch in pairs:
@@ -69,7 +71,7 @@ def get_config(arg: str = "mini"):
             "seed": (0,)},  # the grid's seed; the best cells get more (protocol.seeds)
       cells=cells,  # modality x architecture x beta x optimizer, each with its own rates
       cell_axes=axes,  # the learning-rate grid of each optimizer
-      examples_budget=(2**17 if full else 256 if smoke else 1280),  # examples per run
+      examples_budget=(2**17 if full else 128 if smoke else 1280),  # examples per run
       warmup_fraction=0.1)  # linear warmup over 10% of each run's steps
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "gap"  # experiments/protocols.py: the gap study

@@ -197,3 +197,32 @@ def test_a_killed_sweep_restarted_gives_the_rows_of_an_uninterrupted_one(config_
   subprocess.run(train_cmd(str(config_file), cut), cwd=ROOT, env=env, check=True,
                  capture_output=True, timeout=600)
   assert _without_time(_rows(cut)) == _without_time(_rows(whole))
+
+
+@pytest.mark.slow  # about twenty short runs
+def test_the_gap_protocol_extends_edges_adds_seeds_and_reports(tmp_path, capsys):
+  from experiments import gap, report
+  workdir = tmp_path / "gap"
+  code = cli.main(["train.py", f"--config={ROOT / 'configs/gap.py'}:smoke",
+                   f"--workdir={workdir}"], protocols={"gap": "experiments.protocols:gap"})
+  out = capsys.readouterr().out
+  assert code == 0 and "gap protocol done" in out, out[-2000:]
+  rows = training.read_results(str(workdir))
+  grid = [r for r in rows if r["values"]["seed"] == 0]
+  best = gap.best_over_grid(rows)
+  for (pair, optimizer, batch), b in best.items():
+    rates = sorted({r["values"]["optimizer.learning_rate"] for r in grid
+                    if gap.pair_and_optimizer(r) == (pair, optimizer)
+                    and r["values"]["train.global_batch"] == batch})
+    assert len(rates) in (2, 3)  # the grid's two, and one more where the best sat at an edge
+    seeds = {r["values"]["seed"] for r in rows if gap.pair_and_optimizer(r) == (pair, optimizer)
+             and r["values"]["train.global_batch"] == batch
+             and r["values"]["optimizer.learning_rate"] == b.learning_rate}
+    assert seeds == {0, 1}  # protocol.seeds = 2 in the smoke variant
+  readme = (workdir / "report" / "README.md").read_text()
+  assert "| vision-mlp-beta0.9 | 8 |" in readme and "| vision-mlp-beta0.9 | 16 |" in readme
+  assert (workdir / "report" / "gap_vs_batch.png").stat().st_size > 0
+  assert (workdir / "report" / "loss_vs_lr.png").stat().st_size > 0
+  os.remove(workdir / "report" / "README.md")
+  assert report.main(["report", str(workdir)]) == 0  # rebuilt from the rows alone
+  assert (workdir / "report" / "README.md").read_text() == readme
