@@ -426,6 +426,4 @@ def test_cnn_reaches_95_percent_on_the_digits_test_split(tmp_path):
   config = _config("cnn", smoke=False)
   assert config.data.name == "digit_images" and config.train.steps <= 500
   summary = training.run(config, str(tmp_path))
-  print(f"CNN on digits: test accuracy {summary['final_eval_accuracy']:.4f} after "
-        f"{summary['steps']} steps in {summary['wall_time_s']:.1f} s")
   assert summary["status"] == "ok" and summary["final_eval_accuracy"] >= 0.95

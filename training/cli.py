@@ -26,12 +26,13 @@ class UsageError(ValueError):
   pass
 
 
-def _flat_keys(config, prefix: str = "") -> list[str]:
+def flat_keys(config, prefix: str = "") -> list[str]:
+  """Every key of ``config``, dotted, groups and their keys alike."""
   keys = []
   for key, value in config.items():
     keys.append(prefix + key)
     if hasattr(value, "items"):
-      keys.extend(_flat_keys(value, f"{prefix}{key}."))
+      keys.extend(flat_keys(value, f"{prefix}{key}."))
   return keys
 
 
@@ -93,7 +94,7 @@ def _config_spec(argv: list[str]) -> tuple[str, list[str]]:
 
 def check_overrides(config, argv: list[str]) -> None:
   """Refuses ``--config.<key>`` overrides of keys the config does not have, naming them."""
-  keys = _flat_keys(config)
+  keys = flat_keys(config)
   for arg in argv:
     if not arg.startswith("--config."):
       continue

@@ -46,6 +46,7 @@ import ml_collections
 import optax
 
 from training import records
+from training.cli import flat_keys
 from training.loop import Steps, compile_steps, execute
 from training.setup import Setup, prepare
 
@@ -68,17 +69,8 @@ def declared(config) -> bool:
   return bool(sweep) and bool(sweep.get("grid") or sweep.get("cells"))
 
 
-def _flat_keys(config, prefix: str = "") -> list[str]:
-  keys = []
-  for key, value in config.items():
-    keys.append(prefix + key)
-    if isinstance(value, ml_collections.ConfigDict):
-      keys.extend(_flat_keys(value, f"{prefix}{key}."))
-  return keys
-
-
 def _check_key(config, key, where: str) -> None:
-  keys = [k for k in _flat_keys(config) if not k.startswith("sweep")]
+  keys = [k for k in flat_keys(config) if not k.startswith("sweep")]
   if not isinstance(key, str) or key not in keys:
     close = difflib.get_close_matches(str(key), keys, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
@@ -423,8 +415,3 @@ def run_sweep(config, workdir: str, *, shard: tuple[int, int] = (0, 1),
   """Checks every run of ``config``'s sweep, then trains those without a row (see the module)."""
   prepared = prepare_sweep(config, workdir, shard=shard, allow_config_change=allow_config_change)
   return execute_sweep(prepared, workdir, shard=shard)
-
-
-def sweep_config() -> ml_collections.ConfigDict:
-  """The ``sweep`` block of a config that is a single run (``configs/base.py``)."""
-  return ml_collections.ConfigDict(dict(grid=(), cells=(), examples_budget=0, shard=""))
