@@ -75,6 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sweep.examples_budget = 0  # > 0: each run's steps = this // train.global_batch
   c.sweep.warmup_fraction = 0.0  # > 0, with a budget: each run's warmup, a fraction of its steps
   c.sweep.shard = ""  # "i/n": this process runs every n-th run from the i-th
+  c.sweep.mode = "auto"  # auto | vmap | sequential: how a group's runs share one program
+  c.sweep.vmap_size = 8  # runs per vmapped program, at most
   return c
 
 

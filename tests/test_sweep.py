@@ -14,7 +14,7 @@ from conftest import ROOT, loss_curve, train_cmd
 import training
 from configs import digits_mlp, quickstart
 from configs.base import set_sweep
-from training import cli, sweep
+from training import cli, sweep, vmapped
 
 # A sweep over the digits MLP (compiles in about a second), 6 steps a run; the third learning
 # rate diverges. ``arg`` picks a broken variant for the bad-input tests.
@@ -110,6 +110,69 @@ def test_a_restart_redoes_no_finished_run_and_resumes_the_unfinished_one(config_
   assert _without_time(_rows(workdir)) == _without_time(first)
 
 
+def _vmapped(config, rates):
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.sweep.mode = "vmap"
+  config.sweep.grid = (("optimizer.learning_rate", rates), ("seed", (0,)))
+  return config
+
+
+def test_a_vmapped_group_compiles_once_equals_separate_runs_and_isolates_a_divergence(
+    config_file, tmp_path, monkeypatch):
+  compiled = []
+  original = vmapped.compile_group
+  monkeypatch.setattr(vmapped, "compile_group", lambda s: compiled.append(s) or original(s))
+  monkeypatch.setattr(sweep, "compile_steps", lambda s: pytest.fail("compiled one run alone"))
+  config = _load(config_file)
+  wild = training.run_sweep(_vmapped(config, (0.05, 0.1, 1e6)), str(tmp_path / "wild"))
+  assert len(compiled) == 1  # three runs, one program
+  assert [r["status"] for r in wild] == ["ok", "ok", "diverged"]
+  assert wild[2]["steps"] < 6  # frozen at its first bad loss
+  sane = training.run_sweep(_vmapped(config, (0.05, 0.1, 0.2)), str(tmp_path / "sane"))
+  assert [r["status"] for r in sane] == ["ok", "ok", "ok"]
+  monkeypatch.undo()
+  for a, b in zip(sane[:2], wild[:2], strict=True):  # a lane computes on its own values only
+    assert a["run_id"] == b["run_id"]
+    np.testing.assert_array_equal(loss_curve(tmp_path / "sane" / "runs" / a["run_id"]),
+                                  loss_curve(tmp_path / "wild" / "runs" / b["run_id"]))
+  for run, row in zip(sweep.expand(_vmapped(config, (0.05, 0.1, 1e6))), wild, strict=True):
+    alone = tmp_path / f"alone-{run.run_id}"
+    summary = training.run(sweep.run_config(config, run), str(alone))
+    assert (summary["status"], summary["steps"]) == (row["status"], row["steps"])
+    if row["status"] == "ok":
+      # Batched matmuls may sum in another order than single ones: f32 rounding, a few ulps of
+      # the loss per step, compounded over six steps.
+      np.testing.assert_allclose(loss_curve(tmp_path / "wild" / "runs" / run.run_id),
+                                 loss_curve(alone), rtol=1e-5)
+
+
+def test_a_preempted_vmapped_group_resumes_to_the_uninterrupted_losses(config_file, tmp_path,
+                                                                       monkeypatch):
+  config = _vmapped(_load(config_file), (0.05, 0.1))
+  whole = training.run_sweep(config, str(tmp_path / "whole"))
+
+  class StopAfterFour(training.loop.Preemption):
+    checks = 0
+
+    @property
+    def requested(self):
+      StopAfterFour.checks += 1
+      return StopAfterFour.checks >= 4
+
+    @requested.setter
+    def requested(self, value):
+      pass
+
+  monkeypatch.setattr(vmapped, "Preemption", StopAfterFour)
+  assert training.run_sweep(config, str(tmp_path / "cut")) == []  # stopped at step 4
+  monkeypatch.undo()
+  again = training.run_sweep(config, str(tmp_path / "cut"))
+  assert _without_time(again) == _without_time(whole)
+  for row in whole:
+    np.testing.assert_array_equal(loss_curve(tmp_path / "cut" / "runs" / row["run_id"]),
+                                  loss_curve(tmp_path / "whole" / "runs" / row["run_id"]))
+
+
 def test_program_key_separates_what_changes_the_program():
   base = quickstart.get_config("smoke")
 
@@ -156,6 +219,8 @@ def test_cells_cross_the_grid_and_the_budget_sets_the_steps():
     ("budget", (), ["examples_budget=48", "train.global_batch=64"]),
     ("type", (), ["train.steps=6.5"]),
     ("", ("--config.sweep.shard=3/2",), ["sweep.shard='3/2'", "0 <= i < n"]),
+    ("", ("--config.sweep.mode=vmapped",), ["sweep.mode='vmapped'", "auto, vmap, sequential"]),
+    ("", ("--config.sweep.vmap_size=0",), ["sweep.vmap_size=0", ">= 1"]),
 ])
 def test_bad_sweeps_fail_in_one_line_before_compiling(config_file, tmp_path, capsys, arg,
                                                       overrides, fragments):

@@ -153,6 +153,7 @@ def _sweep(training, config, workdir: str, allow_config_change: bool, protocols:
       raise ValueError(f"protocol.name={protocol!r} is not one of {', '.join(protocols)}: "
                        f"run protocols through train.py")
     shard = training.sweep.parse_shard(config.sweep.shard)
+    mode, vmap_size = training.sweep.sweep_mode(config)
     prepared = training.sweep.prepare_sweep(config, workdir, shard=shard,
                                             allow_config_change=allow_config_change)
   except ValueError as e:
@@ -168,7 +169,8 @@ def _sweep(training, config, workdir: str, allow_config_change: bool, protocols:
       print(f"optlab: {protocol} protocol {'done; report in ' + report if report else 'stopped'}"
             f"; results in {workdir}", file=sys.stdout)
       return 0
-    rows = training.sweep.execute_sweep(prepared, workdir, shard=shard)
+    rows = training.sweep.execute_sweep(prepared, workdir, shard=shard, mode=mode,
+                                        vmap_size=vmap_size)
   except ValueError as e:  # a later stage's run that does not build
     return _error(e, EXIT_USAGE)
   except training.WorkdirBusy as e:

@@ -11,9 +11,13 @@ them), so a sweep over batch sizes trains each at equal data.
 
 Runs whose configs differ only in values that the state carries (the seed; the peak learning
 rate, weight decay and float method arguments, all inside ``optax.inject_hyperparams``) form a
-group and go one after another through one compiled program: on a CPU whose cores one run
-already keeps busy this is as fast as batching them, and no run compiles twice. Every other key
-(optimizer, model, batch size, a static argument) starts a new group.
+group and share one compiled program, chosen by ``sweep.mode``: ``vmap`` stacks up to
+``sweep.vmap_size`` of them on a leading run axis and trains them in one call
+(``training.vmapped``; a diverging run is frozen inside it and the others go on);
+``sequential`` passes them one after another through one executable; ``auto`` (the default)
+vmaps on an accelerator with room for the stacked states and goes one after another on a CPU,
+whose cores one run already keeps busy. No run compiles twice. Every other key (optimizer,
+model, batch size, a static argument) starts a new group.
 
 Each run trains in ``DIR/runs/<run id>`` (checkpoints, metrics, summary: resumable as any run)
 and adds one row to ``DIR/results.jsonl``: its id, cell and swept values, status, final, best and
@@ -43,12 +47,12 @@ import time
 
 import jax
 import ml_collections
-import optax
 
-from training import records
+from training import records, vmapped
 from training.cli import flat_keys
 from training.loop import Steps, compile_steps, execute
 from training.setup import Setup, prepare
+from training.vmapped import with_own_hyperparams
 
 # Method arguments that the state carries when they are floats (inject_hyperparams).
 _STATE_CARRIED = ("learning_rate", "weight_decay")
@@ -221,35 +225,6 @@ def program_key(cfg) -> str:
   return json.dumps(d, sort_keys=True, default=str)
 
 
-def _is_injected(node) -> bool:
-  return isinstance(node, optax.InjectStatefulHyperparamsState | optax.InjectHyperparamsState)
-
-
-def _hyperparams(opt_state) -> list[dict]:
-  leaves = jax.tree.leaves(opt_state, is_leaf=_is_injected)
-  return [node.hyperparams for node in leaves if _is_injected(node)]
-
-
-def with_own_hyperparams(state, setup: Setup):
-  """``state``, made by another run's init program of the group, with ``setup``'s own
-  hyperparameters (the only values in which the group's initial states differ but the seed's).
-
-  Their values come from a program that keeps nothing of ``setup.tx.init`` but those scalars,
-  which compiles in a moment where a whole init program takes seconds.
-  """
-  mine = iter(jax.jit(lambda params: _hyperparams(setup.tx.init(params)))(state.params))
-
-  def own(node):
-    if not _is_injected(node):
-      return node
-    new = next(mine)
-    return node._replace(hyperparams={
-        k: jax.device_put(jax.numpy.asarray(new[k], v.dtype), v.sharding)
-        for k, v in node.hyperparams.items()})
-
-  return state.replace(opt_state=jax.tree.map(own, state.opt_state, is_leaf=_is_injected))
-
-
 def _abstract_signature(setup: Setup):
   leaves, treedef = jax.tree.flatten(setup.abstract_state)
   return treedef, [(x.shape, x.dtype) for x in leaves]
@@ -348,12 +323,37 @@ def prepare_sweep(config, workdir: str, *, shard: tuple[int, int] = (0, 1),
   return prepared
 
 
+MODES = ("auto", "vmap", "sequential")
+
+
+def resolve_mode(mode: str, setups: list[Setup]) -> str:
+  """``vmap`` or ``sequential`` for a group of ``setups``.
+
+  ``auto`` vmaps on an accelerator when K stacked states (x3, for gradients and activations)
+  fit in its free memory, and runs one after another on a CPU, whose cores one run already
+  keeps busy (``benchmarks/sweep.py`` measures both).
+  """
+  if mode not in MODES:
+    raise ValueError(f"sweep.mode={mode!r} must be one of {', '.join(MODES)}")
+  if mode != "auto" or len(setups) < 2:
+    return mode if len(setups) > 1 else "sequential"
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return "sequential"
+  stats = device.memory_stats() or {}
+  free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+  return "vmap" if 3 * len(setups) * setups[0].state_bytes < free else "sequential"
+
+
 def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
-                  shard: tuple[int, int] = (0, 1)) -> list[dict]:
+                  shard: tuple[int, int] = (0, 1), mode: str = "auto",
+                  vmap_size: int = 8) -> list[dict]:
   """Trains the prepared runs that have no row yet, one compiled program per group.
 
-  Returns this shard's rows (the finished ones read back, then the new ones). Stops early, with
-  the rows so far, when a run is preempted (SIGTERM): run the same command to go on.
+  ``mode`` (``MODES``, see ``resolve_mode``): a group's runs vmapped, ``vmap_size`` at a time
+  (``training.vmapped``), or one after another through one executable. Returns this shard's
+  rows (the finished ones read back, then the new ones). Stops early, with the rows so far, when
+  a run is preempted (SIGTERM): run the same command to go on.
   """
   is_main = jax.process_index() == 0
   path = results_path(workdir, shard)
@@ -366,25 +366,39 @@ def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
   rows = list(report.rows)
   os.makedirs(workdir, exist_ok=True)
   for members in groups.values():
+    todo = [(run, setup) for run, setup in members
+            if run.run_id not in done and _finished(setup) is None]
+    if resolve_mode(mode, [s for _, s in todo]) == "vmap":
+      for run, setup in members:
+        if run.run_id not in done and (run, setup) not in todo:  # ended, killed before its row
+          rows.append(_write_row(run, _finished(setup), setup.workdir, path, is_main))
+          report.add(rows[-1])
+      for begin in range(0, len(todo), vmap_size):
+        chunk = todo[begin:begin + vmap_size]
+        run_ids = [run.run_id for run, _ in chunk]
+        summaries = vmapped.train_group(
+            [s for _, s in chunk], run_ids,
+            os.path.join(workdir, "groups", vmapped.group_id(run_ids)))
+        if summaries is None:
+          return rows
+        for (run, setup), summary in zip(chunk, summaries, strict=True):
+          rows.append(_write_row(run, summary, setup.workdir, path, is_main))
+          report.add(rows[-1])
+      continue
     steps: Steps | None = None
     signature = None
     for run, setup in members:
       if run.run_id in done:
         continue
       summary = _finished(setup)
-      if summary is not None:  # trained to its end (or diverged), killed before its row
-        rows.append(_write_row(run, summary, setup.workdir, path, is_main))
-        report.add(rows[-1])
-        continue
-      if steps is None:
-        steps, signature = compile_steps(setup), _abstract_signature(setup)
-      elif _abstract_signature(setup) != signature:  # a key the grouping did not foresee
-        steps, signature = compile_steps(setup), _abstract_signature(setup)
-      own_init = lambda rng, example, setup=setup, init=steps.init: with_own_hyperparams(
-          init(rng, example), setup)
-      summary = execute(setup, steps=dataclasses.replace(steps, init=own_init), plot=False)
-      if summary["status"] == "preempted":
-        return rows
+      if summary is None:
+        if steps is None or _abstract_signature(setup) != signature:  # a key not foreseen
+          steps, signature = compile_steps(setup), _abstract_signature(setup)
+        own_init = lambda rng, example, setup=setup, init=steps.init: with_own_hyperparams(
+            init(rng, example), setup)
+        summary = execute(setup, steps=dataclasses.replace(steps, init=own_init), plot=False)
+        if summary["status"] == "preempted":
+          return rows
       rows.append(_write_row(run, summary, setup.workdir, path, is_main))
       report.add(rows[-1])
   return rows
@@ -413,5 +427,18 @@ def _write_row(run: Run, summary: dict, run_dir: str, path: str, is_main: bool) 
 def run_sweep(config, workdir: str, *, shard: tuple[int, int] = (0, 1),
               allow_config_change: bool = False) -> list[dict]:
   """Checks every run of ``config``'s sweep, then trains those without a row (see the module)."""
+  mode, size = sweep_mode(config)
   prepared = prepare_sweep(config, workdir, shard=shard, allow_config_change=allow_config_change)
-  return execute_sweep(prepared, workdir, shard=shard)
+  return execute_sweep(prepared, workdir, shard=shard, mode=mode, vmap_size=size)
+
+
+def sweep_mode(config) -> tuple[str, int]:
+  """``(sweep.mode, sweep.vmap_size)``, checked (``ValueError``: one line)."""
+  mode = config.sweep.get("mode", "auto")
+  size = config.sweep.get("vmap_size", 8)
+  if mode not in MODES:
+    raise ValueError(f"sweep.mode={mode!r} must be one of {', '.join(MODES)}")
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f"sweep.vmap_size={size!r} must be an integer >= 1 (runs per vmapped "
+                     f"program)")
+  return mode, size
