@@ -33,9 +33,12 @@ def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
   """Runs the gap protocol in ``workdir``; returns the report's path (``None`` for a shard or a
   preempted stage). ``prepared``: the grid's runs, already checked (``sweep.prepare_sweep``)."""
   kwargs = dict(shard=shard, allow_config_change=allow_config_change)
+  mode, vmap_size = training.sweep.sweep_mode(config)
+  # One program per group, kept across the stages: more rates and seeds compile nothing.
+  run_kwargs = dict(shard=shard, mode=mode, vmap_size=vmap_size, programs={})
   if prepared is None:
     prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
-  rows = training.sweep.execute_sweep(prepared, workdir, shard=shard)
+  rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
   if shard[1] > 1 or len(rows) < len(prepared):
     return None
   protocol, extra = config.protocol, []
@@ -53,7 +56,7 @@ def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
     _say(f"{len(added)} best rates at a grid edge: one more rate beyond each "
          f"(extension {round_ + 1} of at most {protocol.edge_extensions})")
     extra += added
-    if not _stage(_with_runs(config, extra), workdir, kwargs):
+    if not _stage(_with_runs(config, extra), workdir, kwargs, run_kwargs):
       return None
   seeds = []
   for (pair, optimizer, batch), best in gap_lib.best_over_grid(
@@ -62,15 +65,15 @@ def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
       seeds.append((cell(pair, optimizer), (("train.global_batch", batch), ("seed", seed),
                                             ("optimizer.learning_rate", best.learning_rate))))
   _say(f"{len(seeds)} more seeds of the best cells")
-  if not _stage(_with_runs(config, extra + seeds), workdir, kwargs):
+  if not _stage(_with_runs(config, extra + seeds), workdir, kwargs, run_kwargs):
     return None
   path = report.gap_report(workdir)
   print(report.gap_table_text(workdir), file=sys.stdout)
   return path
 
 
-def _stage(config, workdir, kwargs) -> bool:
+def _stage(config, workdir, kwargs, run_kwargs) -> bool:
   prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
-  rows = training.sweep.execute_sweep(prepared, workdir, shard=kwargs["shard"])
+  rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
   return len(rows) == len(prepared)
 

@@ -347,15 +347,18 @@ def resolve_mode(mode: str, setups: list[Setup]) -> str:
 
 def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
                   shard: tuple[int, int] = (0, 1), mode: str = "auto",
-                  vmap_size: int = 8) -> list[dict]:
+                  vmap_size: int = 8, programs: dict | None = None) -> list[dict]:
   """Trains the prepared runs that have no row yet, one compiled program per group.
 
   ``mode`` (``MODES``, see ``resolve_mode``): a group's runs vmapped, ``vmap_size`` at a time
   (``training.vmapped``), or one after another through one executable. Returns this shard's
-  rows (the finished ones read back, then the new ones). Stops early, with the rows so far, when
-  a run is preempted (SIGTERM): run the same command to go on.
+  rows (the finished ones read back, then the new ones). ``programs``: a dict that keeps the
+  compiled programs across calls (a protocol's later stages add runs to the same groups).
+  Stops early, with the rows so far, when a run is preempted (SIGTERM): run the same command
+  to go on.
   """
   is_main = jax.process_index() == 0
+  programs = {} if programs is None else programs
   path = results_path(workdir, shard)
   done = {r["run_id"]: r for r in records.read_jsonl(path)}
   ids = {run.run_id for run, _ in prepared}
@@ -378,22 +381,19 @@ def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
         run_ids = [run.run_id for run, _ in chunk]
         summaries = vmapped.train_group(
             [s for _, s in chunk], run_ids,
-            os.path.join(workdir, "groups", vmapped.group_id(run_ids)))
+            os.path.join(workdir, "groups", vmapped.group_id(run_ids)), programs=programs)
         if summaries is None:
           return rows
         for (run, setup), summary in zip(chunk, summaries, strict=True):
           rows.append(_write_row(run, summary, setup.workdir, path, is_main))
           report.add(rows[-1])
       continue
-    steps: Steps | None = None
-    signature = None
     for run, setup in members:
       if run.run_id in done:
         continue
       summary = _finished(setup)
       if summary is None:
-        if steps is None or _abstract_signature(setup) != signature:  # a key not foreseen
-          steps, signature = compile_steps(setup), _abstract_signature(setup)
+        steps = _compiled(programs, setup)
         own_init = lambda rng, example, setup=setup, init=steps.init: with_own_hyperparams(
             init(rng, example), setup)
         summary = execute(setup, steps=dataclasses.replace(steps, init=own_init), plot=False)
@@ -402,6 +402,13 @@ def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
       rows.append(_write_row(run, summary, setup.workdir, path, is_main))
       report.add(rows[-1])
   return rows
+
+
+def _compiled(programs: dict, setup: Setup) -> Steps:
+  key = program_key(setup.config) + repr(_abstract_signature(setup))
+  if key not in programs:
+    programs[key] = compile_steps(setup)
+  return programs[key]
 
 
 def _finished(setup: Setup) -> dict | None:

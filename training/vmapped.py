@@ -160,9 +160,11 @@ def _evaluate(steps: GroupSteps, states, eval_set, eval_batch: int, k: int) -> l
   return out
 
 
-def train_group(setups: list[Setup], run_ids: list[str], group_dir: str) -> list[dict] | None:
+def train_group(setups: list[Setup], run_ids: list[str], group_dir: str, *,
+                programs: dict | None = None) -> list[dict] | None:
   """Trains the group to ``train.steps`` (resuming from ``group_dir``); returns each run's
-  summary, or ``None`` when preempted (SIGTERM): the group's checkpoint is saved."""
+  summary, or ``None`` when preempted (SIGTERM): the group's checkpoint is saved.
+  ``programs`` keeps compiled groups across calls (by program, size and batch sharing)."""
   k, cfg, first = len(setups), setups[0].config, setups[0]
   total, batch = cfg.train.steps, cfg.train.global_batch
   tokens_per_example = first.source.tokens_per_example
@@ -171,7 +173,12 @@ def train_group(setups: list[Setup], run_ids: list[str], group_dir: str) -> list
     checkpointer = Checkpointer(group_dir, max_to_keep=cfg.train.keep_checkpoints,
                                 state_bytes=k * first.state_bytes)
     try:
-      steps = compile_group(setups)
+      from training.sweep import program_key  # noqa: PLC0415 -- the sweep imports this module
+      key = f"vmap{k}|{shares_batches(setups)}|{program_key(cfg)}"
+      programs = {} if programs is None else programs
+      if key not in programs:
+        programs[key] = compile_group(setups)
+      steps = programs[key]
       abstract = {"states": jax.tree.map(
           lambda x, s: jax.ShapeDtypeStruct((k, *x.shape), x.dtype, sharding=s),
           first.abstract_state, steps.state_sharding),
@@ -179,7 +186,7 @@ def train_group(setups: list[Setup], run_ids: list[str], group_dir: str) -> list
       restored = checkpointer.restore(abstract)
       if restored is None:
         example = first.source.examples(0, 1)["inputs"]
-        init = init_program(first)
+        init = programs.setdefault(key + "|init", init_program(first))
         states = stack([with_own_hyperparams(init(jax.random.PRNGKey(s.config.seed), example), s)
                         for s in setups])
         states = jax.device_put(states, steps.state_sharding)
