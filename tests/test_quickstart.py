@@ -6,23 +6,26 @@ import pytest
 from conftest import read_metrics, read_summary, run_train
 
 
-@pytest.mark.slow
-def test_quickstart_reaches_its_loss_target(tmp_path):
-  run_train("configs/quickstart.py", tmp_path)
-  summary = read_summary(tmp_path)
-  assert summary["status"] == "ok" and summary["steps"] == 300
-  # mean train loss over the last 10% of logged steps, nats/byte (ln 256 = 5.55 at init)
-  assert summary["final_loss"] < 2.5
-  assert summary["final_eval_loss"] < 2.5
-  assert summary["data"]["corpus"] == "python-stdlib-bytes"
-  assert len(summary["data"]["sha256"]) == 64 and summary["data"]["train_bytes"] > 1e6
-  assert (tmp_path / "report" / "loss.png").stat().st_size > 1000
-  config = json.loads((tmp_path / "config.json").read_text())
-  assert config["model"]["name"] == "gpt" and config["optimizer"]["name"] == "adamw"
-  first = read_metrics(tmp_path)[0]
-  for key in ("step", "loss", "lr", "examples_seen", "tokens_seen", "time_s", "grad_norm",
-              "update_norm/hidden", "param_norm/norm"):
-    assert key in first
+@pytest.mark.slow  # the README's first command, whole: 145 short runs
+def test_the_main_command_runs_the_mini_gap_study_and_prints_its_table(tmp_path):
+  proc = run_train("configs/gap.py:mini", tmp_path, timeout=1500)
+  rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+  cells = {r["cell"] for r in rows}
+  # Two modalities, a transformer and a non-transformer each, both optimizers.
+  for pair in ("language-gpt", "language-gated_conv", "vision-vit", "vision-cnn"):
+    for optimizer in ("adam", "sgd"):
+      assert f"{pair}-beta0.9-{optimizer}" in cells
+  assert {r["values"]["train.global_batch"] for r in rows} == {8, 16, 32}
+  assert all(r["status"] in ("ok", "diverged") for r in rows)
+  assert sum(r["status"] == "ok" for r in rows) > 0.9 * len(rows)
+  # Equal examples per run: steps x batch is the budget.
+  assert {r["examples_seen"] for r in rows if r["status"] == "ok"} == {1280}
+  out = proc.stdout
+  assert "gap = Adam - SGD" in out and "gap protocol done" in out
+  for pair in ("language-gpt", "language-gated_conv", "vision-vit", "vision-cnn"):
+    assert f"{pair}-beta0.9 | 32 |" in out
+  for name in ("README.md", "gap_vs_batch.png", "loss_vs_lr.png"):
+    assert (tmp_path / "report" / name).stat().st_size > 0
 
 
 @pytest.mark.slow  # train.py in a fresh process, as every test in this file
