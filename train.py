@@ -21,4 +21,5 @@ if __name__ == "__main__":
   reexec_with_malloc_tunables()
   from training import cli
   # Experiment protocols by name, imported when a config names one (training imports none).
-  sys.exit(cli.main(sys.argv, protocols={"gap": "experiments.protocols:gap"}))
+  sys.exit(cli.main(sys.argv, protocols={"gap": "experiments.protocols:gap",
+                                       "robustness": "experiments.protocols:robustness"}))

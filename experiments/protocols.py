@@ -7,6 +7,11 @@ of the rates tried (the grid must not decide the answer); then ``protocol.seeds`
 same ``DIR``, so a restart redoes no finished run. Split over machines (``sweep.shard=i/n``),
 each shard runs its share of the grid; run once more without a shard when all have finished to
 do the later stages and the report.
+
+``robustness`` (``configs/robustness.py``): the grid; then, as ``gap`` does, rates beyond a best
+at an edge; then seeds ``1 .. protocol.seeds`` of each (task, optimizer) at its best rate and at
+``protocol.overshoot`` x it; then ``DIR/protocol.json`` (which report ``python -m
+experiments.report DIR`` rebuilds) and ``DIR/report/``.
 """
 
 import copy
@@ -15,6 +20,7 @@ import sys
 import training
 from experiments import gap as gap_lib
 from experiments import report
+from experiments import robustness as robustness_lib
 
 
 def _with_runs(config, runs):
@@ -77,3 +83,52 @@ def _stage(config, workdir, kwargs, run_kwargs) -> bool:
   rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
   return len(rows) == len(prepared)
 
+
+def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
+               allow_config_change: bool = False) -> str | None:
+  """Runs the robustness protocol (``configs/robustness.py``) in ``workdir``: the grid, then up
+  to ``protocol.edge_extensions`` rates beyond each best at an edge, then ``protocol.seeds``
+  seeds at each cell's best rate and at ``protocol.overshoot`` x it, then ``DIR/report/``.
+  Returns the report's path (``None`` for a shard or a preempted stage)."""
+  kwargs = dict(shard=shard, allow_config_change=allow_config_change)
+  mode, vmap_size = training.sweep.sweep_mode(config)
+  # One program per group, kept across the stages: more rates and seeds compile nothing.
+  run_kwargs = dict(shard=shard, mode=mode, vmap_size=vmap_size, programs={})
+  if prepared is None:
+    prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
+  rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
+  if shard[1] > 1 or len(rows) < len(prepared):
+    return None
+  protocol, extra = config.protocol, []
+  say = lambda text: print(f"robustness: {text}", file=sys.stdout, flush=True)
+  cell = lambda task, optimizer: f"{task}-{optimizer}"
+  for round_ in range(protocol.edge_extensions):
+    added = []
+    for (task, optimizer, _), best in gap_lib.best_over_grid(
+        training.read_results(workdir)).items():
+      rate = gap_lib.next_rate(best, protocol.grid_factor)
+      if rate is not None:
+        added.append((cell(task, optimizer), (("seed", 0), ("optimizer.learning_rate",
+                                                            float(f"{rate:.3g}")))))
+    if not added:
+      break
+    say(f"{len(added)} best rates at a grid edge: one more rate beyond each "
+        f"(extension {round_ + 1} of at most {protocol.edge_extensions})")
+    extra += added
+    if not _stage(_with_runs(config, extra), workdir, kwargs, run_kwargs):
+      return None
+  seeds = []
+  for (task, optimizer, _), best in gap_lib.best_over_grid(
+      training.read_results(workdir)).items():
+    over = robustness_lib.overshoot_rate(best, protocol.overshoot)
+    for rate in (best.learning_rate, over):
+      for seed in range(1, protocol.seeds + 1):  # seed 0 chose the rate; these measure it
+        seeds.append((cell(task, optimizer), (("seed", seed), ("optimizer.learning_rate",
+                                                               rate))))
+  say(f"{protocol.seeds} seeds at each best rate and at {protocol.overshoot:g}x it")
+  if not _stage(_with_runs(config, extra + seeds), workdir, kwargs, run_kwargs):
+    return None
+  report.write_marker(workdir, "robustness", factor=protocol.overshoot, within=protocol.within)
+  path = report.robustness_report(workdir, factor=protocol.overshoot, within=protocol.within)
+  print(report.robustness_table_text(workdir), file=sys.stdout)
+  return path

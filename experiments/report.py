@@ -5,8 +5,15 @@ intervals over seeds, the crossover batch sizes, the best rates still at a grid 
 diverged runs) and two PNGs: ``gap_vs_batch.png`` (the gap per pair, the crossover marked) and
 ``loss_vs_lr.png`` (final loss against learning rate per pair, optimizer and batch size, diverged
 runs marked at the top).
+
+The robustness report (``configs/robustness.py``) writes ``DIR/report/README.md`` (per task and
+optimizer: the best rate and loss, the width in decades of the rates whose loss is within 10% of
+the best, and the loss at 10x the best rate against the loss at it, over seeds) and one
+``loss_vs_lr_<task>.png`` per task. ``DIR/protocol.json``, written by the protocol, names the
+report to rebuild (none: the gap report).
 """
 
+import json
 import math
 import os
 import sys
@@ -14,6 +21,7 @@ from collections import Counter, defaultdict
 
 import training
 from experiments import gap as gap_lib
+from experiments import robustness as robustness_lib
 
 
 def _fmt(x, digits=4) -> str:
@@ -148,6 +156,132 @@ def _plot_losses(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def write_marker(workdir: str, name: str, **params) -> str:
+  """Writes ``DIR/protocol.json``: the protocol that made ``DIR`` and its report's arguments, so
+  ``python -m experiments.report DIR`` rebuilds the same report."""
+  path = os.path.join(workdir, "protocol.json")
+  with open(path, "w") as f:
+    json.dump({"name": name, **params}, f)
+  return path
+
+
+def _marker(workdir: str) -> dict:
+  """``DIR/protocol.json``, or the gap report's marker where there is none (older sweeps)."""
+  path = os.path.join(workdir, "protocol.json")
+  if not os.path.exists(path):
+    return {"name": "gap"}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _width_text(band) -> str:
+  if band is None:
+    return "- (all diverged)"
+  sign = ">= " if band.open_low or band.open_high else ""
+  return f"{sign}{band.decades:.2f} ({band.low:g} .. {band.high:g})"
+
+
+def _mean_text(m, digits=3) -> str:
+  if m.n == 0:
+    return "-"
+  if m.diverged:
+    return f"diverged ({m.diverged} of {m.n} seeds)"
+  interval = f" [{_fmt(m.low, digits)}, {_fmt(m.high, digits)}]" if m.n > 1 else ""
+  return f"{_fmt(m.mean, digits)}{interval}"
+
+
+def robustness_table_text(workdir: str, *, factor: float = 10.0, within: float = 0.10) -> str:
+  """The robustness table as plain text lines (what the protocol prints at its end)."""
+  rows = training.read_results(workdir)
+  lines = [f"task | optimizer | best rate | best loss | width (decades, {within:.0%}) | "
+           f"rate x{factor:g} | loss ratio at x{factor:g} [95% CI] (seeds)"]
+  for s in robustness_lib.summarize(rows, factor=factor, within=within):
+    o = s.overshoot
+    over = (f"{o.rate:g} | {_mean_text(o.ratio)} ({o.ratio.n})" if o else "- | -")
+    lines.append(f"{s.task} | {s.optimizer} | {s.best.learning_rate:g} | {_fmt(s.best.loss)} | "
+                 f"{_width_text(s.band)} | {over}")
+  lines.append(f"report: {os.path.join(workdir, 'report', 'README.md')}")
+  return "\n".join(lines)
+
+
+def robustness_report(workdir: str, *, factor: float = 10.0, within: float = 0.10) -> str:
+  """Writes the learning-rate robustness report in ``DIR/report/`` (``configs/robustness.py``);
+  returns the README's path."""
+  rows = training.read_results(workdir)
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  summaries = robustness_lib.summarize(rows, factor=factor, within=within)
+  text = ["# Learning-rate robustness", "",
+          f"{len(rows)} runs from `{workdir}`. A run's loss is the least training loss over its "
+          "last 1% of steps; a diverged run counts as worse than any other. The best rate is "
+          "the one with the least loss over seed 0's runs. The width is the span, in decades, "
+          f"of the contiguous rates around the best whose seed-0 loss is within {within:.0%} "
+          "of the best (diverged runs lie outside); `>=` marks a band that reaches an end of "
+          "the rates tried. The last columns compare, over seeds other than 0 (seed 0 chose the "
+          "rate), the loss at "
+          f"{factor:g}x the best rate with the loss at the best rate: the mean with its 95% t "
+          "interval, and the ratio taken per seed (the two runs of a seed share its "
+          "initialisation and data order; 1 = no loss of quality).", "",
+          f"| task | optimizer | best rate | best loss (seed 0) | width, decades (rates) | "
+          f"loss at best (seeds) | rate x{factor:g} | loss at x{factor:g} | "
+          f"ratio x{factor:g} / best [95% CI] |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for s in summaries:
+    o = s.overshoot
+    cells = ((f"{_mean_text(o.best)} ({o.best.n})", f"{o.rate:g}", _mean_text(o.over),
+              _mean_text(o.ratio)) if o else ("-", "-", "-", "-"))
+    text.append(f"| {s.task} | {s.optimizer} | {s.best.learning_rate:g} | {_fmt(s.best.loss)} | "
+                f"{_width_text(s.band)} | " + " | ".join(cells) + " |")
+  edges = [f"{s.task} {s.optimizer}: best rate {s.best.learning_rate:g} at the {s.best.at_edge} "
+           f"edge of {', '.join(f'{r:g}' for r in s.best.rates)}" for s in summaries
+           if s.best.at_edge]
+  text += ["", "## Best rates still at an edge of the rates tried", ""]
+  text += [f"- {e}" for e in edges] or ["- none: every best rate has a worse one on each side"]
+  diverged = defaultdict(list)
+  for row in rows:
+    if row["status"] == "diverged":
+      diverged[gap_lib.pair_and_optimizer(row)].append(float(row["values"][gap_lib.LR]))
+  text += ["", "## Diverged runs (rates)", ""]
+  text += ([f"- {task} {optimizer}: {', '.join(f'{r:g}' for r in sorted(set(rates)))}"
+            for (task, optimizer), rates in sorted(diverged.items())] or ["- none"])
+  tasks = sorted({s.task for s in summaries})
+  text += [""] + [f"![{task}](loss_vs_lr_{task}.png)" for task in tasks] + [""]
+  seed0 = robustness_lib.curves(rows)
+  for task in tasks:
+    _plot_robustness(task, {s.optimizer: (seed0[task, s.optimizer], s) for s in summaries
+                            if s.task == task}, os.path.join(out, f"loss_vs_lr_{task}.png"))
+  path = os.path.join(out, "README.md")
+  with open(path, "w") as f:
+    f.write("\n".join(text))
+  return path
+
+
+def _plot_robustness(task: str, curves: dict, path: str) -> None:
+  """Seed 0's loss against rate for every optimizer of ``task``: the best starred, diverged
+  runs as crosses at the top."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  finite = [v for curve, _ in curves.values() for v in curve.values() if math.isfinite(v)]
+  top = max(finite) * 1.05 if finite else 1.0
+  for optimizer, (curve, summary) in sorted(curves.items()):
+    rates = sorted(curve)
+    line, = ax.plot(rates, [min(curve[r], top) for r in rates], marker="o", ms=3,
+                    label=optimizer)
+    color = line.get_color()
+    ax.plot([summary.best.learning_rate], [summary.best.loss], "*", ms=12, color=color)
+    bad = [r for r in rates if not math.isfinite(curve[r])]
+    ax.plot(bad, [top] * len(bad), "x", ms=8, mew=2, color=color)
+  ax.set_xscale("log")
+  ax.set_title(f"{task}: final loss against learning rate (seed 0)", fontsize=9)
+  ax.set_xlabel("peak learning rate")
+  ax.set_ylabel("final loss (*: best, x: diverged)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or not os.path.isdir(argv[1]):
     print("usage: python -m experiments.report DIR (a sweep's workdir)", file=sys.stderr)
@@ -155,7 +289,14 @@ def main(argv: list[str]) -> int:
   if not training.read_results(argv[1]):
     print(f"optlab: error: no results*.jsonl rows in {argv[1]}", file=sys.stderr)
     return 2
-  print(gap_report(argv[1]))
+  marker = _marker(argv[1])
+  name = marker.pop("name")
+  reports = {"gap": gap_report, "robustness": robustness_report}
+  if name not in reports:
+    print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
+          f"{', '.join(reports)}", file=sys.stderr)
+    return 2
+  print(reports[name](argv[1], **marker))
   return 0
 
 
