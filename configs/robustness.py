@@ -94,9 +94,8 @@ def get_config(arg: str = "mini"):
       warmup_fraction=0.0)  # each cell sets its own warmup
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "robustness"  # experiments/protocols.py: the robustness study
-  # Seeds 1..seeds at each cell's best rate and at 10x it: seed 0 picks the rate, the others
-  # measure it (no winner's curse on the seed that chose).
-  c.protocol.seeds = 2 if smoke else 3
+  # Seed 0 picks the rate, the others measure it (no winner's curse on the seed that chose).
+  c.protocol.seeds = 2 if smoke else 3  # seeds 1..this at each best rate and at 10x it
   c.protocol.edge_extensions = 0 if smoke else 1  # rates added beyond an edge, at most
   c.protocol.grid_factor = 10 ** (1 / per_decade)  # the step of an added rate (the grid's)
   c.protocol.overshoot = 10.0  # the rate past the tuned one whose loss the report compares

@@ -22,7 +22,8 @@ model, batch size, a static argument) starts a new group.
 Each run trains in ``DIR/runs/<run id>`` (checkpoints, metrics, summary: resumable as any run)
 and adds one row to ``DIR/results.jsonl``: its id, cell and swept values, status, final, best and
 end-of-run minimum training loss, final validation loss and accuracy, steps, examples and tokens
-seen, and wall time. A diverged run (a loss not finite, or above ``train.divergence_loss``) is a
+seen, wall time, the first logged loss and the parameter count. A diverged run (a loss not
+finite, or above ``train.divergence_loss``) is a
 row with ``status: diverged``, and the sweep goes on. Restarted on the same ``DIR``, a sweep
 skips the runs that have a row and resumes the unfinished one from its checkpoint.
 ``shard=(i, n)`` runs every n-th run from the i-th (machines sharing ``DIR``); shard ``i`` of
@@ -280,6 +281,8 @@ def _row(run: Run, summary: dict, run_dir: str) -> dict:
       "examples_seen": summary["examples_seen"],
       "tokens_seen": summary["tokens_seen"],
       "wall_time_s": summary["wall_time_s"],
+      "initial_loss": finite[0] if finite else None,
+      "num_params": summary["num_params"],
   }
   return {k: records.plain(v) if isinstance(v, float) else v for k, v in row.items()}
 
