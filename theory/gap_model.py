@@ -174,14 +174,23 @@ def proxy_trajectory(method, hessian, x0, noise_KxD, learning_rate, beta):
   return xs
 
 
-@functools.partial(jax.jit, static_argnames=("method", "steps"))
-def _final_losses(method, steps, hessian, x0, noise_std, learning_rates, beta, keys):
-  """Final loss f(x_K) for every (learning rate, seed); shape (num_lrs, num_seeds)."""
+@jax.jit
+def _final_losses(use_sign, steps, hessian, x0, noise_std, learning_rates, beta, keys):
+  """Final loss f(x_K) for every (learning rate, seed); shape (num_lrs, num_seeds).
+
+  The proxy (`use_sign`) and the step count are traced, so every batch size and both proxies
+  share one compilation; step k draws its noise from `fold_in(key, k)`.
+  """
   dim = x0.shape[0]
 
   def one(lr, key):
-    noise = noise_std * jax.random.normal(key, (steps, dim), x0.dtype)
-    x = proxy_trajectory(method, hessian, x0, noise, lr, beta)[-1]
+    def body(k, state):
+      noise = noise_std * jax.random.normal(jax.random.fold_in(key, k), (dim,), x0.dtype)
+      sign_state = proxy_step(ADAM_PROXY, hessian, lr, beta, state, noise)
+      sgd_state = proxy_step(SGD_PROXY, hessian, lr, beta, state, noise)
+      return jax.tree.map(lambda a, b: jnp.where(use_sign, a, b), sign_state, sgd_state)
+
+    x, _ = jax.lax.fori_loop(0, steps, body, (x0, jnp.zeros_like(x0)))
     return 0.5 * x @ hessian @ x
 
   per_seed = jax.vmap(one, in_axes=(None, 0))
@@ -216,7 +225,8 @@ def simulate_gap(hessian, x0, sigma, budget, batches, learning_rates, *, beta, n
     if steps < 1:
       raise ValueError(f"batch size {b} exceeds the budget {budget}.")
     for method in PROXIES:
-      losses = _final_losses(method, steps, hessian, x0, sigma / math.sqrt(b), lrs, beta, keys)
+      losses = _final_losses(method == ADAM_PROXY, steps, hessian, x0, sigma / math.sqrt(b),
+                             lrs, beta, keys)
       best[method].append(float(jnp.min(jnp.mean(losses, axis=1))))
   adam, sgd = np.array(best[ADAM_PROXY]), np.array(best[SGD_PROXY])
   return dict(batches=np.asarray(batches), adam=adam, sgd=sgd, gap=adam - sgd)
@@ -224,6 +234,41 @@ def simulate_gap(hessian, x0, sigma, budget, batches, learning_rates, *, beta, n
 
 # ---------------------------------------------------------------------------------------------
 # Constants from a model, and constants fitted to measured gaps.
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 5, 6, 7))
+def _measure(loss_fn, unravel, flat, examples, key, power_iters, linf_probes, linf_iters):
+  """(L_2, L_inf, sigma^2, mean loss) at `flat` (see `estimate_constants`)."""
+  dim = flat.shape[0]
+
+  def mean_loss(v):
+    return jnp.mean(jax.vmap(loss_fn, in_axes=(None, 0))(unravel(v), examples))
+
+  grad = jax.grad(mean_loss)
+  hvp = lambda u: jax.jvp(grad, (flat,), (u,))[1]
+  key_power, key_sign = jax.random.split(key)
+
+  def power(_, v):
+    hv = hvp(v)
+    return hv / jnp.linalg.norm(hv)
+
+  v = jax.random.normal(key_power, (dim,), flat.dtype)
+  v = jax.lax.fori_loop(0, power_iters, power, v / jnp.linalg.norm(v))
+  l2 = v @ hvp(v)
+
+  def sign_power(_, carry):
+    s, best = carry
+    hs = hvp(s)
+    return jnp.where(hs >= 0, 1.0, -1.0).astype(flat.dtype), jnp.maximum(best, s @ hs)
+
+  def probe(k):
+    s = jax.random.rademacher(k, (dim,), flat.dtype)
+    return jax.lax.fori_loop(0, linf_iters, sign_power, (s, jnp.zeros((), flat.dtype)))[1]
+
+  linf = jnp.max(jax.lax.map(probe, jax.random.split(key_sign, linf_probes)))
+  per_example = jax.vmap(lambda e: ravel_pytree(jax.grad(loss_fn)(unravel(flat), e))[0])(examples)
+  sigma2 = jnp.mean(jnp.var(per_example, axis=0, ddof=1))
+  return l2, linf, sigma2, mean_loss(flat)
 
 
 def estimate_constants(loss_fn, params, examples, *, budget, loss_floor=0.0, power_iters=100,
@@ -255,35 +300,14 @@ def estimate_constants(loss_fn, params, examples, *, budget, loss_floor=0.0, pow
     `GapConstants` with source "measured".
   """
   flat, unravel = ravel_pytree(params)
-  dim = flat.shape[0]
-
-  def mean_loss(v):
-    return jnp.mean(jax.vmap(loss_fn, in_axes=(None, 0))(unravel(v), examples))
-
-  grad = jax.grad(mean_loss)
-  hvp = jax.jit(lambda u: jax.jvp(grad, (flat,), (u,))[1])
-  key_power, key_sign = jax.random.split(jax.random.key(seed))
-
-  v = jax.random.normal(key_power, (dim,), flat.dtype)
-  for _ in range(power_iters):
-    v = hvp(v / jnp.linalg.norm(v))
-  v = v / jnp.linalg.norm(v)
-  l2 = float(v @ hvp(v))
-
-  linf = 0.0
-  for key in jax.random.split(key_sign, linf_probes):
-    s = jax.random.rademacher(key, (dim,), flat.dtype)
-    for _ in range(linf_iters):
-      hs = hvp(s)
-      linf = max(linf, float(s @ hs))
-      s = jnp.where(hs >= 0, 1.0, -1.0).astype(flat.dtype)
-
-  per_example = jax.vmap(lambda e: ravel_pytree(jax.grad(loss_fn)(unravel(flat), e))[0])(examples)
-  if per_example.shape[0] < 2:
+  if jax.tree.leaves(examples)[0].shape[0] < 2:
     raise ValueError("examples must hold at least two examples.")
-  sigma2 = float(jnp.mean(jnp.var(per_example, axis=0, ddof=1)))
-  delta = float(mean_loss(flat)) - loss_floor
-  return GapConstants(l2=l2, linf=linf, sigma=math.sqrt(sigma2), dim=dim, delta=delta,
+  l2, linf, sigma2, loss = _measure(loss_fn, unravel, flat, examples, jax.random.key(seed),
+                                    power_iters, linf_probes, linf_iters)
+  dim = flat.shape[0]
+  sigma2 = float(sigma2)
+  delta = float(loss) - loss_floor
+  return GapConstants(l2=float(l2), linf=float(linf), sigma=math.sqrt(sigma2), dim=dim, delta=delta,
                       budget=float(budget), source="measured")
 
 
