@@ -38,13 +38,23 @@ from theory._sdes import (
     signsgd_sde,
 )
 from theory._simulation import Trajectory, simulate_optimizer, simulate_sde
+from theory.gap_model import (
+    GapConstants,
+    crossover_exists,
+    estimate_constants,
+    fit_constants,
+    predicted_crossover,
+    predicted_gap,
+    simulate_gap,
+)
 
 __all__ = [
-    "SDE", "AdamState", "GaussianNoise", "Problem", "RMSpropState", "StudentTNoise",
-    "Trajectory", "adam_scaled_hyperparameters", "adam_sde", "gaussian_noise",
+    "SDE", "AdamState", "GapConstants", "GaussianNoise", "Problem", "RMSpropState",
+    "StudentTNoise", "Trajectory", "adam_scaled_hyperparameters", "adam_sde",
+    "crossover_exists", "estimate_constants", "fit_constants", "gaussian_noise",
     "malladi_adam_sde", "malladi_rmsprop_sde", "mlp_classification", "plot_loss_comparison",
-    "quadratic", "relative_mean_error", "rmsprop_sde", "sgd_expected_loss", "sgd_sde",
-    "sgd_sde_expected_loss", "sgd_stationary_loss", "signsgd_scaled_learning_rate",
-    "signsgd_sde", "signsgd_stationary_loss", "simulate_optimizer", "simulate_sde",
-    "student_t_noise",
+    "predicted_crossover", "predicted_gap", "quadratic", "relative_mean_error", "rmsprop_sde",
+    "sgd_expected_loss", "sgd_sde", "sgd_sde_expected_loss", "sgd_stationary_loss",
+    "signsgd_scaled_learning_rate", "signsgd_sde", "signsgd_stationary_loss", "simulate_gap",
+    "simulate_optimizer", "simulate_sde", "student_t_noise",
 ]
