@@ -194,3 +194,26 @@ def robustness_width(curve: dict[float, float], *, within: float = 0.10) -> floa
   while hi < len(rates) - 1 and losses[hi + 1] <= bound:
     hi += 1
   return math.log10(rates[hi] / rates[lo])
+
+
+def model_fit(rows: list[dict], pair: str, points: list[Gap]):
+  """The gap model (``theory.gap_model``) fitted to one pair's measured gaps, or ``None``.
+
+  The dimension is the model's parameter count, the initial suboptimality its mean first
+  logged loss and the budget its examples per run, all from the rows; L_2, L_inf and the noise
+  scale are fitted (``source="fitted"``). Fewer than three finite gaps: no fit.
+  """
+  from theory import gap_model  # noqa: PLC0415 -- JAX-free reports until a model is asked for
+  mine = [r for r in rows if pair_and_optimizer(r)[0] == pair and r["status"] == "ok"
+          and r.get("num_params") and r.get("initial_loss") is not None]
+  finite = [p for p in points if math.isfinite(p.gap)]
+  if len(finite) < 3 or not mine:
+    return None
+  try:
+    with np.errstate(over="ignore", invalid="ignore"):  # the search may try huge constants
+      return gap_model.fit_constants(
+          [p.batch for p in finite], [p.gap for p in finite], dim=int(mine[0]["num_params"]),
+          delta=float(np.mean([r["initial_loss"] for r in mine])),
+          budget=int(mine[0]["examples_seen"]))
+  except (ValueError, RuntimeError, FloatingPointError):
+    return None

@@ -19,6 +19,8 @@ import os
 import sys
 from collections import Counter, defaultdict
 
+import numpy as np
+
 import training
 from experiments import gap as gap_lib
 from experiments import robustness as robustness_lib
@@ -73,6 +75,26 @@ def gap_report(workdir: str) -> str:
   text += ["", "## Crossover batch sizes", ""]
   text += [f"- {pair}: {_crossover_text(gap_lib.crossover(points))}"
            for pair, points in gaps.items()]
+  fits = {pair: gap_lib.model_fit(rows, pair, points) for pair, points in gaps.items()}
+  text += ["", "## The gap model", "",
+           "SignSGD with momentum (Adam's proxy) against normalized SGD with momentum (SGD's) on "
+           "a noisy quadratic (`theory/gap_model.py`): d is the parameter count, the initial "
+           "suboptimality the mean first loss and the budget the examples per run; L_2, L_inf "
+           "and the noise scale are **fitted** to the measured gaps (three or more batch sizes "
+           "needed; with few points the fit is loose). A crossover exists when "
+           "r = L_inf / L_2 < d^(1/3).", ""]
+  for pair, points in gaps.items():
+    fit = fits[pair]
+    if fit is None:
+      text.append(f"- {pair}: no fit (fewer than three finite gaps, or the fit did not "
+                  f"converge)")
+      continue
+    batches = [p.batch for p in points]
+    from theory import gap_model  # noqa: PLC0415
+    at = gap_model.predicted_crossover(fit, (min(batches) / 4, max(batches) * 4))
+    where = f"predicted crossover B* = {at:.1f}" if at else "no predicted crossover near the range"
+    text.append(f"- {pair} ({fit.source}): r = {fit.ratio:.3g} vs d^(1/3) = "
+                f"{fit.dim ** (1 / 3):.3g}; {where}")
   edges = [f"{pair} {optimizer} B={batch}: best rate {b.learning_rate:g} at the {b.at_edge} "
            f"edge of {', '.join(f'{r:g}' for r in b.rates)}"
            for (pair, optimizer, batch), b in sorted(best.items()) if b.at_edge]
@@ -83,7 +105,7 @@ def gap_report(workdir: str) -> str:
   text += ([f"- {pair} {optimizer}: {n}" for (pair, optimizer), n in sorted(diverged.items())]
            or ["- none"])
   text += ["", "![gap](gap_vs_batch.png)", "", "![loss](loss_vs_lr.png)", ""]
-  _plot_gaps(gaps, os.path.join(out, "gap_vs_batch.png"))
+  _plot_gaps(gaps, os.path.join(out, "gap_vs_batch.png"), fits)
   _plot_losses(rows, os.path.join(out, "loss_vs_lr.png"))
   path = os.path.join(out, "README.md")
   with open(path, "w") as f:
@@ -98,7 +120,8 @@ def _plt():
   return plt
 
 
-def _plot_gaps(gaps: dict, path: str) -> None:
+def _plot_gaps(gaps: dict, path: str, fits: dict | None = None) -> None:
+  """The measured gaps with their intervals, the crossovers, and the model's curve (dashed)."""
   plt = _plt()
   fig, ax = plt.subplots(figsize=(6, 4))
   for pair, points in gaps.items():
@@ -110,6 +133,12 @@ def _plot_gaps(gaps: dict, path: str) -> None:
     found = gap_lib.crossover(points)
     if found.batch is not None:
       ax.axvline(found.batch, ls=":", color=line[0].get_color())
+    fit = (fits or {}).get(pair)
+    if fit is not None:
+      from theory import gap_model  # noqa: PLC0415
+      grid = np.geomspace(min(b) / 2, max(b) * 2, 64)
+      ax.plot(grid, gap_model.predicted_gap(grid, fit), ls="--", lw=1,
+              color=line[0].get_color(), label=f"{pair}: model ({fit.source})")
   ax.axhline(0.0, color="k", lw=0.8)
   ax.set_xscale("log", base=2)
   ax.set_xlabel("batch size")

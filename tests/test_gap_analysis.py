@@ -70,3 +70,19 @@ def test_robustness_width_spans_the_rates_within_ten_percent_of_the_best():
   assert gap.robustness_width(curve) == pytest.approx(2.0)  # 1e-3 .. 1e-1
   assert gap.robustness_width({1e-2: 1.0, 1e-1: 2.0}) == 0.0
   assert gap.robustness_width({1e-2: math.inf}) == 0.0
+
+
+def test_the_model_fit_reads_its_fixed_constants_from_the_rows_and_matches_the_gaps():
+  from theory import gap_model
+  truth = gap_model.GapConstants(l2=1.5, linf=6.0, sigma=0.4, dim=1000, delta=2.0, budget=4096,
+                                 source="measured")
+  batches = [8, 16, 32, 64, 128]
+  measured = gap_model.predicted_gap(batches, truth)
+  rows = [{**_row("p", "adam", 8, 1e-3, 1.0), "num_params": 1000, "initial_loss": 2.0,
+           "examples_seen": 4096}]
+  fit = gap.model_fit(rows, "p", _points(batches, measured))
+  assert fit.source == "fitted" and (fit.dim, fit.delta, fit.budget) == (1000, 2.0, 4096)
+  # A noise-free curve of the model itself: the fit reproduces it to the solver's tolerance.
+  np.testing.assert_allclose(gap_model.predicted_gap(batches, fit), measured, rtol=1e-4,
+                             atol=1e-6 * np.abs(measured).max())
+  assert gap.model_fit(rows, "p", _points(batches[:2], measured[:2])) is None  # too few
