@@ -34,18 +34,29 @@ def _say(text: str) -> None:
   print(f"gap: {text}", file=sys.stdout, flush=True)
 
 
+def _stage_kwargs(config, shard, allow_config_change) -> tuple[dict, dict]:
+  """The arguments of every stage's ``prepare_sweep`` and ``execute_sweep``."""
+  mode, vmap_size = training.sweep.sweep_mode(config)
+  # One program per group, kept across the stages: more rates and seeds compile nothing.
+  return (dict(shard=shard, allow_config_change=allow_config_change),
+          dict(shard=shard, mode=mode, vmap_size=vmap_size, programs={}))
+
+
+def _grid(config, workdir, prepared, kwargs, run_kwargs) -> bool:
+  """Trains the declared grid; whether the later stages follow (not for a shard, nor when a
+  run was preempted)."""
+  if prepared is None:
+    prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
+  rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
+  return run_kwargs["shard"][1] == 1 and len(rows) == len(prepared)
+
+
 def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
         allow_config_change: bool = False) -> str | None:
   """Runs the gap protocol in ``workdir``; returns the report's path (``None`` for a shard or a
   preempted stage). ``prepared``: the grid's runs, already checked (``sweep.prepare_sweep``)."""
-  kwargs = dict(shard=shard, allow_config_change=allow_config_change)
-  mode, vmap_size = training.sweep.sweep_mode(config)
-  # One program per group, kept across the stages: more rates and seeds compile nothing.
-  run_kwargs = dict(shard=shard, mode=mode, vmap_size=vmap_size, programs={})
-  if prepared is None:
-    prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
-  rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
-  if shard[1] > 1 or len(rows) < len(prepared):
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
     return None
   protocol, extra = config.protocol, []
   cell = lambda pair, optimizer: f"{pair}-{optimizer}"
@@ -90,14 +101,8 @@ def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
   to ``protocol.edge_extensions`` rates beyond each best at an edge, then ``protocol.seeds``
   seeds at each cell's best rate and at ``protocol.overshoot`` x it, then ``DIR/report/``.
   Returns the report's path (``None`` for a shard or a preempted stage)."""
-  kwargs = dict(shard=shard, allow_config_change=allow_config_change)
-  mode, vmap_size = training.sweep.sweep_mode(config)
-  # One program per group, kept across the stages: more rates and seeds compile nothing.
-  run_kwargs = dict(shard=shard, mode=mode, vmap_size=vmap_size, programs={})
-  if prepared is None:
-    prepared = training.sweep.prepare_sweep(config, workdir, **kwargs)
-  rows = training.sweep.execute_sweep(prepared, workdir, **run_kwargs)
-  if shard[1] > 1 or len(rows) < len(prepared):
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
     return None
   protocol, extra = config.protocol, []
   say = lambda text: print(f"robustness: {text}", file=sys.stdout, flush=True)
