@@ -129,6 +129,27 @@ def set_adam(c: ml_collections.ConfigDict, *, learning_rate: float, b2: float = 
       end_factor=end_factor)  # final learning rate / peak
 
 
+def set_protocol_run(c: ml_collections.ConfigDict, name: str, *, kwargs: dict,
+                     grad_clip_norm: float, warmup_steps: int,
+                     checkpoint_every: int = 10**9) -> None:
+  """A protocol's run (``configs/gap.py``, ``configs/robustness.py``): the method ``name`` with
+  exactly ``kwargs`` (the cell's own replaced), no weight decay, linear warmup then cosine to
+  zero, a metric line every step and an evaluation at the end."""
+  c.optimizer.kwargs = ml_collections.ConfigDict()  # the method's arguments, and no others
+  set_optimizer(
+      c, name,  # the protocol's method
+      learning_rate=c.optimizer.learning_rate,  # swept by the protocol
+      weight_decay=0.0,  # no weight decay
+      grad_clip_norm=grad_clip_norm,  # global gradient-norm clip (0 = off)
+      schedule="warmup_cosine",  # linear warmup, cosine decay
+      warmup_steps=warmup_steps,  # warmup length (a sweep's warmup_fraction may set it)
+      end_factor=0.0,  # to zero
+      **kwargs)
+  c.train.log_every = 1  # every step: the final loss is the least over the last 1% of steps
+  c.train.eval_every = 10**9  # evaluated at the end only
+  c.train.checkpoint_every = checkpoint_every  # and a checkpoint at the end
+
+
 def set_budget(c: ml_collections.ConfigDict, *, steps: int, batch: int, eval_batch: int,
                log_every: int, eval_every: int, checkpoint_every: int) -> None:
   """Sets the run's length and cadence in ``c.train``."""

@@ -19,7 +19,7 @@ and writes ``DIR/report/`` (``experiments/report.py``).
 import ml_collections
 
 from configs import modalities
-from configs.base import base_config, parse_variants, set_sweep
+from configs.base import base_config, parse_variants, set_protocol_run, set_sweep
 
 OPTIMIZERS = ("ngn_m", "ngn_md", "sgd", "adam", "momo")
 MINI_TASKS = (("vision", "mlp"), ("language", "gpt"))  # MNIST-1D MLP; byte-level GPT
@@ -52,18 +52,13 @@ def _cell(modality: str, arch: str, optimizer: str, steps: int, batch: int):
   """The task's own smoke-sized model and data with the study's optimizer and schedule."""
   c = modalities.get_config(f"{modality},{arch},smoke")
   with c.unlocked():
-    c.optimizer.name = optimizer  # one of OPTIMIZERS
-    c.optimizer.kwargs = ml_collections.ConfigDict(_KWARGS[optimizer])  # the method's args
-    c.optimizer.weight_decay = 0.0  # no weight decay
-    c.optimizer.grad_clip_norm = 0.0  # no clipping: each method's own step decides
-    c.optimizer.schedule.name = "warmup_cosine"  # linear warmup, cosine decay
-    c.optimizer.schedule.warmup_steps = steps // 10  # warmup over 10% of the steps
-    c.optimizer.schedule.end_factor = 0.0  # to zero
+    set_protocol_run(
+        c, optimizer,  # one of OPTIMIZERS
+        kwargs=_KWARGS[optimizer],  # the method's arguments
+        grad_clip_norm=0.0,  # no clipping: each method's own step decides
+        warmup_steps=steps // 10)  # warmup over 10% of the steps
     c.train.steps = steps  # updates per run, fixed for every rate
     c.train.global_batch = batch  # examples (sequences) per update, one size for the study
-    c.train.log_every = 1  # every step: the final loss is the least over the last 1% of steps
-    c.train.eval_every = 10**9  # evaluated at the end only
-    c.train.checkpoint_every = 10**9  # a checkpoint at the end only
   return c
 
 

@@ -1,5 +1,10 @@
 """Experiment protocols that ``train.py`` runs when a config names one (``config.protocol``).
 
+Before anything compiles, a protocol checks its own keys and that its analysis can tell the
+sweep's runs apart (a knob must be a cell, not a grid axis), and refuses a ``DIR`` that holds a
+study of other protocol settings; ``DIR/protocol.json`` records the settings, the report's
+arguments and the rates added beyond grid edges (the report lists them).
+
 ``gap`` (``configs/gap.py``): the grid of the declared sweep; then, up to
 ``protocol.edge_extensions`` times, one more learning rate beyond each best that sits at an edge
 of the rates tried (the grid must not decide the answer); then ``protocol.seeds`` seeds of each
@@ -10,12 +15,18 @@ do the later stages and the report.
 
 ``robustness`` (``configs/robustness.py``): the grid; then, as ``gap`` does, rates beyond a best
 at an edge; then seeds ``1 .. protocol.seeds`` of each (task, optimizer) at its best rate and at
-``protocol.overshoot`` x it; then ``DIR/protocol.json`` (which report ``python -m
-experiments.report DIR`` rebuilds) and ``DIR/report/``.
+``protocol.overshoot`` x it; then ``DIR/report/`` (``python -m experiments.report DIR``
+rebuilds it, as ``protocol.json`` names the protocol).
 """
 
 import copy
+import json
+import math
+import numbers
+import os
 import sys
+
+import jax
 
 import training
 from experiments import gap as gap_lib
@@ -32,6 +43,75 @@ def _with_runs(config, runs):
 
 def _say(text: str) -> None:
   print(f"gap: {text}", file=sys.stdout, flush=True)
+
+
+def _check_number(key: str, value, *, low: float, integer: bool = False,
+                  low_open: bool = False) -> None:
+  kind = "an integer" if integer else "a number"
+  bound = f"{'>' if low_open else '>='} {low:g}"
+  ok = (isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real))
+  if not ok or isinstance(value, bool) or not math.isfinite(value) or (
+      value <= low if low_open else value < low):
+    raise ValueError(f"protocol.{key}={value!r} must be {kind} {bound}")
+
+
+_AXES = {  # the sweep keys each protocol's analysis tells runs apart by (others would merge)
+    "gap": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
+    "robustness": ({gap_lib.SEED}, {gap_lib.LR}),
+}
+
+
+def _begin(name: str, config, workdir: str, allow_config_change: bool, **report_args) -> dict:
+  """Checks the protocol's own keys and axes (one line each, before anything is compiled) and
+  that ``DIR`` holds no study of other protocol settings; writes ``DIR/protocol.json`` (the
+  settings, the report's arguments, and later the rates added beyond grid edges)."""
+  p = config.protocol
+  _check_number("seeds", p.seeds, low=1, integer=True)
+  _check_number("edge_extensions", p.edge_extensions, low=0, integer=True)
+  _check_number("grid_factor", p.grid_factor, low=1, low_open=True)
+  if name == "robustness":
+    _check_number("overshoot", p.overshoot, low=1, low_open=True)
+    _check_number("within", p.within, low=0, low_open=True)
+  grid_keys, cell_keys = _AXES[name]
+  axes = [(key, "sweep.grid") for key, _ in config.sweep.grid] + [
+      (key, f"sweep.cells {cell}") for cell, _, axes in config.sweep.cells for key, _ in axes]
+  for key, where in axes:
+    allowed = grid_keys if where == "sweep.grid" else cell_keys
+    if key not in allowed:
+      raise ValueError(f"the {name} protocol's analysis does not tell runs apart by {key} "
+                       f"({where}): make each value a cell of its own (configs/gap.py:claims "
+                       f"does), or sweep it without the protocol")
+  settings = json.loads(p.to_json_best_effort())
+  path = os.path.join(workdir, "protocol.json")
+  marker = {"name": name, "protocol": settings, "report": report_args, "extended": []}
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("protocol", settings) != settings and not allow_config_change:
+      changed = sorted(k for k in settings if old["protocol"].get(k) != settings[k])
+      raise ValueError(f"workdir {workdir} holds a {old.get('name')} study with other protocol "
+                       f"settings ({', '.join(f'protocol.{k}' for k in changed)}); use a new "
+                       f"--workdir, or pass --allow_config_change to continue it")
+    marker["extended"] = old.get("extended", [])
+  _write_marker(workdir, marker)
+  return marker
+
+
+def _write_marker(workdir: str, marker: dict) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "protocol.json"), "w") as f:
+      json.dump(marker, f)
+
+
+def _extend(workdir: str, marker: dict, added: list[tuple[str, tuple]]) -> None:
+  """Records the rates added beyond grid edges in ``DIR/protocol.json`` (the report lists
+  them)."""
+  for cell, values in added:
+    entry = [cell, dict(values)]
+    if entry not in marker["extended"]:
+      marker["extended"].append(entry)
+  _write_marker(workdir, marker)
 
 
 def _stage_kwargs(config, shard, allow_config_change) -> tuple[dict, dict]:
@@ -55,6 +135,7 @@ def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
         allow_config_change: bool = False) -> str | None:
   """Runs the gap protocol in ``workdir``; returns the report's path (``None`` for a shard or a
   preempted stage). ``prepared``: the grid's runs, already checked (``sweep.prepare_sweep``)."""
+  marker = _begin("gap", config, workdir, allow_config_change)
   kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
   if not _grid(config, workdir, prepared, kwargs, run_kwargs):
     return None
@@ -73,6 +154,7 @@ def gap(config, workdir: str, *, prepared=None, shard=(0, 1),
     _say(f"{len(added)} best rates at a grid edge: one more rate beyond each "
          f"(extension {round_ + 1} of at most {protocol.edge_extensions})")
     extra += added
+    _extend(workdir, marker, added)
     if not _stage(_with_runs(config, extra), workdir, kwargs, run_kwargs):
       return None
   seeds = []
@@ -101,6 +183,8 @@ def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
   to ``protocol.edge_extensions`` rates beyond each best at an edge, then ``protocol.seeds``
   seeds at each cell's best rate and at ``protocol.overshoot`` x it, then ``DIR/report/``.
   Returns the report's path (``None`` for a shard or a preempted stage)."""
+  marker = _begin("robustness", config, workdir, allow_config_change,
+                  factor=config.protocol.overshoot, within=config.protocol.within)
   kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
   if not _grid(config, workdir, prepared, kwargs, run_kwargs):
     return None
@@ -120,6 +204,7 @@ def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
     say(f"{len(added)} best rates at a grid edge: one more rate beyond each "
         f"(extension {round_ + 1} of at most {protocol.edge_extensions})")
     extra += added
+    _extend(workdir, marker, added)
     if not _stage(_with_runs(config, extra), workdir, kwargs, run_kwargs):
       return None
   seeds = []
@@ -133,7 +218,6 @@ def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
   say(f"{protocol.seeds} seeds at each best rate and at {protocol.overshoot:g}x it")
   if not _stage(_with_runs(config, extra + seeds), workdir, kwargs, run_kwargs):
     return None
-  report.write_marker(workdir, "robustness", factor=protocol.overshoot, within=protocol.within)
   path = report.robustness_report(workdir, factor=protocol.overshoot, within=protocol.within)
   print(report.robustness_table_text(workdir), file=sys.stdout)
   return path

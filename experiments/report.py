@@ -98,7 +98,8 @@ def gap_report(workdir: str) -> str:
   edges = [f"{pair} {optimizer} B={batch}: best rate {b.learning_rate:g} at the {b.at_edge} "
            f"edge of {', '.join(f'{r:g}' for r in b.rates)}"
            for (pair, optimizer, batch), b in sorted(best.items()) if b.at_edge]
-  text += ["", "## Best rates still at a grid edge", ""]
+  text += ["", "## Grid edges", ""] + _extended_text(workdir)
+  text += ["", "Best rates still at a grid edge:", ""]
   text += [f"- {e}" for e in edges] or ["- none: every best rate has a worse one on each side"]
   diverged = Counter(gap_lib.pair_and_optimizer(r) for r in rows if r["status"] == "diverged")
   text += ["", "## Diverged runs", ""]
@@ -185,22 +186,28 @@ def _plot_losses(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
-def write_marker(workdir: str, name: str, **params) -> str:
-  """Writes ``DIR/protocol.json``: the protocol that made ``DIR`` and its report's arguments, so
-  ``python -m experiments.report DIR`` rebuilds the same report."""
-  path = os.path.join(workdir, "protocol.json")
-  with open(path, "w") as f:
-    json.dump({"name": name, **params}, f)
-  return path
-
-
 def _marker(workdir: str) -> dict:
-  """``DIR/protocol.json``, or the gap report's marker where there is none (older sweeps)."""
+  """``DIR/protocol.json`` as ``experiments/protocols.py`` writes it: the protocol's ``name``,
+  its ``protocol`` settings, its ``report`` arguments and the rates it ``extended`` the grids
+  by; a sweep without one is read as a gap study."""
   path = os.path.join(workdir, "protocol.json")
   if not os.path.exists(path):
     return {"name": "gap"}
   with open(path) as f:
     return json.load(f)
+
+
+def _extended_text(workdir: str) -> list[str]:
+  """The rates a protocol added beyond grid edges, and its limit, from ``DIR/protocol.json``."""
+  marker = _marker(workdir)
+  limit = marker.get("protocol", {}).get("edge_extensions")
+  added = marker.get("extended", [])
+  head = (f"{len(added)} rates added beyond a grid edge (at most {limit} per cell and batch):"
+          if limit is not None else f"{len(added)} rates added beyond a grid edge:")
+  lines = [f"- {cell}: " + ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, float)
+                                      else f"{k.split('.')[-1]}={v}" for k, v in values.items())
+           for cell, values in added]
+  return [head, ""] + lines if lines else [head.replace(":", ".")]
 
 
 def _width_text(band) -> str:
@@ -264,7 +271,8 @@ def robustness_report(workdir: str, *, factor: float = 10.0, within: float = 0.1
   edges = [f"{s.task} {s.optimizer}: best rate {s.best.learning_rate:g} at the {s.best.at_edge} "
            f"edge of {', '.join(f'{r:g}' for r in s.best.rates)}" for s in summaries
            if s.best.at_edge]
-  text += ["", "## Best rates still at an edge of the rates tried", ""]
+  text += ["", "## Grid edges", ""] + _extended_text(workdir)
+  text += ["", "Best rates still at an edge of the rates tried:", ""]
   text += [f"- {e}" for e in edges] or ["- none: every best rate has a worse one on each side"]
   diverged = defaultdict(list)
   for row in rows:
@@ -319,13 +327,13 @@ def main(argv: list[str]) -> int:
     print(f"optlab: error: no results*.jsonl rows in {argv[1]}", file=sys.stderr)
     return 2
   marker = _marker(argv[1])
-  name = marker.pop("name")
+  name = marker["name"]
   reports = {"gap": gap_report, "robustness": robustness_report}
   if name not in reports:
     print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
           f"{', '.join(reports)}", file=sys.stderr)
     return 2
-  print(reports[name](argv[1], **marker))
+  print(reports[name](argv[1], **marker.get("report", {})))
   return 0
 
 

@@ -1,0 +1,139 @@
+"""The protocols' configs and their refusals: what ``configs/gap.py`` declares for each variant,
+and the checks ``experiments/protocols.py`` makes before anything compiles."""
+
+import json
+import os
+
+import pytest
+import tensorflow_datasets as tfds
+from conftest import ROOT
+
+import training
+from configs import gap as gap_config
+from configs import robustness as robustness_config
+from experiments import protocols
+from training import cli, sweep
+
+
+def _flat(config) -> dict:
+  out = {}
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        walk(f"{prefix}{key}.", value)
+      else:
+        out[prefix + key] = value
+
+  walk("", config.to_dict())
+  return out
+
+
+def _cells(config) -> dict:
+  return {name: cell for name, cell, _ in config.sweep.cells}
+
+
+def test_claims_change_one_knob_of_the_reference_pair_each():
+  cells = _cells(gap_config.get_config("claims"))
+  for optimizer in ("adam", "sgd"):
+    reference = _flat(cells[f"language-gpt.zipf-beta0.9-{optimizer}"])
+    assert reference["data.name"] == "token_streams" and reference["data.zipf_exponent"] == 1.0
+    assert reference["model.activation"] == "gelu" and reference["model.attention"] == "softmax"
+    for knob, changed in (("uniform", {"data.zipf_exponent": 0.0}),
+                          ("relu", {"model.activation": "relu"}),
+                          ("linear", {"model.attention": "linear"})):
+      flat = _flat(cells[f"language-gpt.{knob}-beta0.9-{optimizer}"])
+      assert {k: v for k, v in flat.items() if reference.get(k) != v} == changed
+
+
+def test_full_is_every_pair_on_its_tfds_set_with_the_study_s_betas():
+  config = gap_config.get_config("full")
+  cells = _cells(config)
+  assert len(cells) == len(gap_config.FULL_PAIRS) * 4 * 2
+  for (modality, arch) in gap_config.FULL_PAIRS:
+    for beta in (0.9, 0.95, 0.99, 0.999):
+      adam, sgd = (cells[f"{modality}-{arch}-beta{beta:g}-{o}"] for o in ("adam", "sgd"))
+      assert adam.optimizer.kwargs.to_dict() == {"b1": beta, "b2": beta, "eps": 1e-8}
+      assert sgd.optimizer.kwargs.to_dict() == {"momentum": beta, "nesterov": False}
+      dataset = gap_config.FULL_DATA[modality]
+      assert adam.data.name.startswith("tfds") and dataset in adam.data.dataset, adam.data
+  assert dict(config.sweep.grid)["train.global_batch"] == (16, 32, 64, 128, 256, 512)
+
+
+def test_full_smoke_prepares_every_pair_under_mock_tfds_data(tmp_path):
+  config = gap_config.get_config("full,smoke")
+  runs = sweep.expand(config)
+  first = {}
+  for run in runs:
+    first.setdefault(run.cell.rsplit("-", 2)[0], run)
+  assert len(first) == len(gap_config.FULL_PAIRS)
+  with tfds.testing.mock_data(num_examples=64):
+    for pair, run in first.items():
+      setup = training.prepare(sweep.run_config(config, run), str(tmp_path / pair))
+      assert setup.num_params > 0 and not os.path.exists(tmp_path / pair / "config.json")
+
+
+def _refused(config, workdir, fragments) -> None:
+  with pytest.raises(ValueError) as e:
+    protocols.gap(config, str(workdir)) if config.protocol.name == "gap" else (
+        protocols.robustness(config, str(workdir)))
+  message = str(e.value)
+  assert "\n" not in message
+  for fragment in fragments:
+    assert fragment in message, message
+  assert not os.path.exists(workdir) or not os.listdir(workdir)
+
+
+@pytest.mark.parametrize("key,value,fragments", [
+    ("seeds", 0, ["protocol.seeds=0", "an integer >= 1"]),
+    ("edge_extensions", -1, ["protocol.edge_extensions=-1", ">= 0"]),
+    ("grid_factor", 0.5, ["protocol.grid_factor=0.5", "> 1"]),
+])
+def test_bad_protocol_settings_are_refused_in_one_line(tmp_path, key, value, fragments):
+  config = gap_config.get_config("smoke")
+  with config.unlocked():
+    config.protocol[key] = value
+  _refused(config, tmp_path / "gap", fragments)
+
+
+@pytest.mark.parametrize("key,value,fragments", [
+    ("overshoot", 1.0, ["protocol.overshoot=1.0", "> 1"]),
+    ("within", 0.0, ["protocol.within=0.0", "> 0"]),
+])
+def test_bad_robustness_settings_are_refused_in_one_line(tmp_path, key, value, fragments):
+  config = robustness_config.get_config("smoke")
+  with config.unlocked():
+    config.protocol[key] = value
+  _refused(config, tmp_path / "robust", fragments)
+
+
+def test_an_axis_the_analysis_would_merge_is_refused(tmp_path):
+  config = gap_config.get_config("smoke")
+  with config.unlocked():
+    config.sweep.grid = config.sweep.grid + (("model.activation", ("relu", "gelu")),)
+  _refused(config, tmp_path / "gap", ["does not tell runs apart by model.activation",
+                                      "sweep.grid", "a cell of its own"])
+
+
+def test_train_py_refuses_bad_protocol_settings_before_compiling(tmp_path, capsys):
+  workdir = tmp_path / "gap"
+  code = cli.main(["train.py", f"--config={ROOT / 'configs/gap.py'}:smoke",
+                   f"--workdir={workdir}", "--config.protocol.grid_factor=0.5"],
+                  protocols={"gap": "experiments.protocols:gap"})
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(lines) == 1 and "protocol.grid_factor=0.5" in lines[0], lines
+  assert not os.path.exists(workdir) or not os.listdir(workdir)
+
+
+def test_a_study_with_other_protocol_settings_is_refused_unless_allowed(tmp_path):
+  config = gap_config.get_config("smoke")
+  workdir = str(tmp_path / "gap")
+  protocols._begin("gap", config, workdir, False)
+  changed = gap_config.get_config("smoke")
+  with changed.unlocked():
+    changed.protocol.grid_factor = 2.0
+  with pytest.raises(ValueError, match="other protocol settings \\(protocol.grid_factor\\)"):
+    protocols._begin("gap", changed, workdir, False)
+  marker = protocols._begin("gap", changed, workdir, True)
+  assert json.load(open(os.path.join(workdir, "protocol.json"))) == marker
+  assert marker["protocol"]["grid_factor"] == 2.0
