@@ -144,7 +144,7 @@ def set_protocol_run(c: ml_collections.ConfigDict, name: str, *, kwargs: dict,
       schedule="warmup_cosine",  # linear warmup, cosine decay
       warmup_steps=warmup_steps,  # warmup length (a sweep's warmup_fraction may set it)
       end_factor=0.0,  # to zero
-      **kwargs)
+      **kwargs)  # the method's arguments, each commented where the protocol gives it
   c.train.log_every = 1  # every step: the final loss is the least over the last 1% of steps
   c.train.eval_every = 10**9  # evaluated at the end only
   c.train.checkpoint_every = checkpoint_every  # and a checkpoint at the end

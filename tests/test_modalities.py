@@ -58,7 +58,7 @@ def _settings(tree):
       if isinstance(root, ast.Name) and root.id == "c" and not section:
         yield node.end_lineno
     elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-          and node.func.id in ("set_optimizer", "set_budget", "set_adam")):
+          and node.func.id in ("set_optimizer", "set_budget", "set_adam", "set_protocol_run")):
       yield from (k.value.end_lineno for k in node.keywords)
       yield from (a.end_lineno for a in node.args[1:])  # the method's name
 
