@@ -65,3 +65,68 @@ def fit_critical_batch(batches, steps, *, overhead: float = 0.2) -> CriticalBatc
   fit = scipy.optimize.least_squares(residual, start, xtol=1e-14, ftol=1e-14, gtol=1e-14)
   a, b = scale * math.exp(fit.x[0]), scale * math.exp(fit.x[1]) * B.min()
   return CriticalBatch(a=a, b=b, overhead=float(overhead), points=len(B))
+
+
+# ------------------------------------------------------------ noisy linear regression, exactly
+
+
+def linear_regression(**kwargs):
+  """The embedded task's eigenvalues, target and noise (``data.linear_regression``), for
+  ``theory.batch_size.sgd_linear_regression_risk``: ``(eigenvalues, w_star, noise_std)``."""
+  from data.linear_regression import LinearRegression  # noqa: PLC0415 -- numpy only
+  task = LinearRegression(seed=0, eval_examples=1, **kwargs)
+  return task.eigenvalues, task.w_star, task.noise_std
+
+
+def schedule_risks(problem, stages) -> tuple[np.ndarray, np.ndarray]:
+  """``(examples, risk)`` after each step of SGD run over ``stages``, a list of
+  ``(learning_rate, batch, steps)`` (exact expected risk: ``theory.batch_size``)."""
+  from theory import batch_size as theory_batch  # noqa: PLC0415
+  lrs = np.concatenate([np.full(n, lr, np.float64) for lr, _, n in stages])
+  batches = np.concatenate([np.full(n, b, np.float64) for _, b, n in stages])
+  return np.cumsum(batches), theory_batch.sgd_linear_regression_risk(*problem, lrs, batches)
+
+
+def seesaw_equivalence(problem, *, learning_rate: float, batch: int, alpha: float, cuts: int,
+                       examples_per_stage: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """SGD's risk against examples for three schedules of ``cuts + 1`` stages of equal examples:
+  ``decay`` (the rate divided by ``alpha`` at each cut, batch fixed), ``ramp`` (the batch
+  multiplied by ``alpha``, the rate fixed: SGD's equivalent, decay x growth the same) and
+  ``seesaw`` (the rate divided by sqrt(alpha), the batch multiplied by alpha)."""
+  plans = {"decay": lambda k: (learning_rate / alpha**k, batch),
+           "ramp": lambda k: (learning_rate, batch * alpha**k),
+           "seesaw": lambda k: (learning_rate / alpha ** (k / 2), batch * alpha**k)}
+  curves = {}
+  for name, plan in plans.items():
+    stages = []
+    for k in range(cuts + 1):
+      lr, b = plan(k)
+      stages.append((lr, int(round(b)), max(1, int(round(examples_per_stage / b)))))
+    curves[name] = schedule_risks(problem, stages)
+  return curves
+
+
+def steps_to_risk(problem, batches, learning_rates, target: float,
+                  max_steps: int) -> dict[int, tuple[int | None, float]]:
+  """Per batch size: the fewest constant-rate SGD steps to an expected risk <= ``target``, best
+  over ``learning_rates`` (``(None, nan)`` if none gets there in ``max_steps``), and that rate.
+
+  All rates advance together through the recursion of ``theory.batch_size`` (one row each) and
+  stop at the first step where one reaches the target: that rate is the best.
+  """
+  h, w_star, noise_std = (np.asarray(problem[0], np.float64), np.asarray(problem[1]),
+                          float(problem[2]))
+  lrs = np.asarray(learning_rates, np.float64)[:, None]
+  out = {}
+  for b in batches:
+    c = np.tile(w_star.astype(np.float64) ** 2, (len(lrs), 1))
+    out[int(b)] = (None, math.nan)
+    for step in range(1, max_steps + 1):
+      with np.errstate(over="ignore", invalid="ignore"):  # rates past stability blow up
+        c = (1 - lrs * h) ** 2 * c + lrs**2 / b * (h**2 * c + h * (c @ h)[:, None]
+                                                 + noise_std**2 * h)
+      risk = 0.5 * (c @ h) + 0.5 * noise_std**2
+      if np.any(risk <= target):
+        out[int(b)] = (step, float(lrs[int(np.argmin(risk)), 0]))
+        break
+  return out
