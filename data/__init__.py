@@ -16,7 +16,6 @@ sources subclass ``tfds_source.TfdsSource``, in-memory classification sets
 """
 
 import inspect
-import numbers
 
 from data.digits import Digits
 from data.dna import DNAMotifs, TfdsDNA
@@ -29,6 +28,7 @@ from data.tfds_source import TfdsImages
 from data.tfds_text import TfdsText
 from data.tfds_vision import TfdsVision
 from data.token_streams import TokenStreams
+from plain_numbers import is_int
 
 __all__ = ["DataSource", "available", "build"]
 
@@ -60,7 +60,7 @@ def build(cfg, *, seed: int) -> DataSource:
   name = kwargs.pop("name", None)
   if name not in _SOURCES:
     raise ValueError(f"unknown data source {name!r}: valid names are {', '.join(available())}")
-  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+  if not is_int(seed) or seed < 0:
     raise ValueError(f"seed={seed!r} must be an integer >= 0: set seed to one (e.g. 0)")
   # Keys are checked against the constructor here, so that the error names the config key.
   params = inspect.signature(_SOURCES[name]).parameters

@@ -7,10 +7,11 @@ model for data that cannot be made.
 """
 
 import math
-import numbers
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from plain_numbers import is_int, is_number
 
 
 @runtime_checkable
@@ -72,7 +73,7 @@ def check_int(key: str, value, *, low: int | None = None, high: int | None = Non
   """``value`` is an integer (not a bool) within ``[low, high]``."""
   wanted = " ".join(filter(None, ("an integer", _bounds(low, high))))
   fix = f"set data.{key} to {wanted}{hint}"
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+  if not is_int(value):
     _fail(key, value, f"is {_a(value)}, not an integer", fix)
   if (low is not None and value < low) or (high is not None and value > high):
     _fail(key, value, f"must be {_bounds(low, high)}", fix)
@@ -83,7 +84,7 @@ def check_number(key: str, value, *, low: float | None = None, high: float | Non
   """``value`` is a finite real number within the given (closed unless ``*_open``) bounds."""
   bounds = _bounds(low, high, low_open, high_open)
   fix = f"set data.{key} to a number{' ' + bounds if bounds else ''}{hint}"
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+  if not is_number(value):
     _fail(key, value, f"is {_a(value)}, not a number", fix)
   if not math.isfinite(value):
     _fail(key, value, "must be finite", fix)
@@ -117,7 +118,7 @@ def check_ints(key: str, value, *, low: int, high: int) -> None:
   if not isinstance(value, (list, tuple)):
     _fail(key, value, f"is {_a(value)}, not a list", fix)
   bad = [v for v in value
-         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not low <= v <= high]
+         if not is_int(v) or not low <= v <= high]
   if bad:
     _fail(key, tuple(value), f"has {bad}, not integers in {low}..{high}", fix)
 

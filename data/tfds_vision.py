@@ -21,12 +21,12 @@ Pixels are scaled to [0, 1] and normalised per channel by ``mean`` and ``std``.
 """
 
 import math
-import numbers
 
 import numpy as np
 
 from data.source import check_choice, check_int, check_number
 from data.tfds_source import TfdsSource
+from plain_numbers import is_number
 
 AUGMENTS = ("none", "crop_flip", "inception")
 
@@ -55,8 +55,7 @@ def _resize(image_HxWxC: np.ndarray, box: tuple[float, float, float, float], siz
 def _check_channel_stats(key: str, value, *, positive: bool) -> None:
   """``value`` is None (the data set's known statistics), a number, or a list of numbers."""
   values = value if isinstance(value, (list, tuple)) else (value,)
-  if value is None or (values and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
-                                      and math.isfinite(v) and (v > 0 or not positive)
+  if value is None or (values and all(is_number(v) and math.isfinite(v) and (v > 0 or not positive)
                                       for v in values)):
     return
   if positive:

@@ -6,8 +6,9 @@ would be accepted. The helpers below are the only place those messages are worde
 every model words them alike.
 """
 
-import numbers
 from typing import Any, Protocol, runtime_checkable
+
+from plain_numbers import is_int, is_number
 
 
 @runtime_checkable
@@ -46,11 +47,6 @@ class Model(Protocol):
   def flops_per_example(self, example) -> float: ...
 
 
-def _is_int(value) -> bool:
-  # bool is an int subclass, but True for a width is a slip, never a choice
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def check_choice(field: str, value, valid) -> None:
   """``value`` must be one of the names in ``valid``."""
   if not isinstance(value, str) or value not in valid:
@@ -59,7 +55,7 @@ def check_choice(field: str, value, valid) -> None:
 
 def check_int(field: str, value, *, minimum: int = 1, reason: str = "") -> None:
   """``value`` must be an integer (not a float, string or bool) and at least ``minimum``."""
-  if not _is_int(value):
+  if not is_int(value):
     raise ValueError(f"model.{field}={value!r} must be an integer >= {minimum}, "
                      f"not {type(value).__name__}")
   if value < minimum:
@@ -72,7 +68,7 @@ def check_ints(field: str, values, *, minimum: int = 1, allow_empty: bool = Fals
   if not isinstance(values, (tuple, list)) or not (values or allow_empty):
     raise ValueError(f"model.{field}={values!r} must be {what}")
   for value in values:
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
       raise ValueError(f"model.{field}={values!r} must be {what}; {value!r} is not")
 
 
@@ -84,7 +80,7 @@ def check_bool(field: str, value) -> None:
 
 def check_range(field: str, value, low: float, high: float) -> None:
   """``value`` must be a real number in the half-open interval ``[low, high)``."""
-  if not isinstance(value, numbers.Real) or isinstance(value, bool) or not low <= value < high:
+  if not is_number(value) or not low <= value < high:
     raise ValueError(f"model.{field}={value!r} must be a number in [{low}, {high})")
 
 

@@ -10,13 +10,13 @@ import optax
 
 from optimizers._checks import (
   decayed_weights,
-  is_number,
   require_beta,
   require_nonnegative,
   upcast,
 )
 from optimizers._partition import matrices_and_rest, require_matrices
 from optimizers._registry import register
+from plain_numbers import is_number
 
 __all__ = ["apollo", "apollo_mini", "scale_by_apollo"]
 

@@ -12,10 +12,10 @@ import inspect
 import jax
 import optax
 
-from optimizers._checks import is_number
 from optimizers._registry import available, get
 from optimizers._roles import ROLES
 from optimizers._schedules import build_schedule
+from plain_numbers import is_number
 
 __all__ = ["DIAGNOSTIC_FIELDS", "build", "diagnostics", "learning_rate", "learning_rates"]
 

@@ -1,20 +1,17 @@
 """Argument checks, dtype helpers and the weight-decay step shared by our optimizers."""
 
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from plain_numbers import is_number
+
 __all__ = []
 
-
-def is_number(value: Any) -> bool:
-  """A plain Python number (not a bool). Only these are range-checked: inside
-  ``optax.inject_hyperparams`` hyperparameters arrive as arrays (``optimizers.build`` checks
-  the config's values before that)."""
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+# The range checks act on plain numbers only: inside ``optax.inject_hyperparams``
+# hyperparameters arrive as arrays (``optimizers.build`` checks the config's values before that).
 
 
 def require_nonnegative(name: str, value: Any) -> None:

@@ -1,10 +1,8 @@
 """Learning-rate schedules, composed from optax's schedule functions."""
 
-import numbers
-
 import optax
 
-from optimizers._checks import is_number
+from plain_numbers import is_int, is_number
 
 __all__ = ["SCHEDULES", "build_schedule"]
 
@@ -24,8 +22,7 @@ def build_schedule(cfg, peak_value: float, total_steps: int) -> optax.Schedule:
   if name not in SCHEDULES:
     raise ValueError(f"optimizer.schedule.name: unknown schedule {name!r}: valid names are "
                      f"{', '.join(SCHEDULES)}")
-  if (not isinstance(warmup, numbers.Integral) or isinstance(warmup, bool)
-      or not 0 <= warmup <= total_steps):
+  if not is_int(warmup) or not 0 <= warmup <= total_steps:
     raise ValueError(f"optimizer.schedule.warmup_steps={warmup!r} must be an integer in "
                      f"[0, {total_steps}] (the run's steps)")
   # Checked whichever schedule uses them, so that switching the schedule cannot expose them.

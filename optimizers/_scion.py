@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import is_number, require_nonnegative
+from optimizers._checks import require_nonnegative
 from optimizers._moments import momentum_init
 from optimizers._registry import register
+from plain_numbers import is_number
 
 __all__ = ["DEFAULT_LMOS", "DEFAULT_RADII", "LMOS", "bias_rms", "column_norm", "newton_schulz",
            "row_norm", "scale_by_scion", "scion", "sign", "spectral", "spectral_conv", "uscion"]

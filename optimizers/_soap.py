@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optimizers._checks import is_number, require_beta, require_nonnegative
+from optimizers._checks import require_beta, require_nonnegative
 from optimizers._moments import adam_init
 from optimizers._registry import register
 from optimizers._shampoo import _gram, _precond_axes, _rotate, check_precond_args
+from plain_numbers import is_number
 
 __all__ = ["scale_by_soap", "soap"]
 

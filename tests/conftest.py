@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,6 +51,22 @@ def history(workdir, key: str) -> list[tuple[int, float]]:
 def read_summary(workdir) -> dict:
   with open(pathlib.Path(workdir) / "summary.json") as f:
     return json.load(f)
+
+
+def minimize(tx, loss_fn, params, steps):
+  """``(params, state)`` after ``steps`` updates of ``tx`` on ``loss_fn``, as one compiled
+  ``lax.scan``. The loss goes in as ``value=`` and ``obj_fn=`` (NGN and line searches read
+  them; other methods ignore them)."""
+  value_and_grad = jax.value_and_grad(loss_fn)
+
+  def step(carry, _):
+    params, state = carry
+    loss, grads = value_and_grad(params)
+    updates, state = tx.update(grads, state, params, value=loss, obj_fn=loss_fn)
+    return (optax.apply_updates(params, updates), state), None
+
+  run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[0])
+  return run(params)
 
 
 @pytest.fixture

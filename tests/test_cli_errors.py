@@ -44,6 +44,27 @@ def smoke():
   return str(ROOT / "configs/quickstart.py") + ":smoke"
 
 
+@pytest.fixture
+def owner_permissions(monkeypatch):
+  """``os.access`` answers from the owner's permission bits, as for a user who is not root.
+
+  Root may read and write anything, so under root (as on CI) the refusals of an unreadable
+  config or an unwritable workdir could never be seen; elsewhere the kernel's answer stands.
+  """
+  if os.geteuid() != 0:
+    return
+  real_access = os.access
+  owner_bits = {os.R_OK: stat.S_IRUSR, os.W_OK: stat.S_IWUSR, os.X_OK: stat.S_IXUSR}
+
+  def access(path, mode, **kwargs):
+    if not real_access(path, mode, **kwargs):
+      return False
+    st_mode = os.stat(path).st_mode
+    return all(st_mode & bit for flag, bit in owner_bits.items() if mode & flag)
+
+  monkeypatch.setattr(os, "access", access)
+
+
 @pytest.mark.parametrize("override,fragments", [
     ("--config.train.log_every=0", ("train.log_every=0", ">= 1")),
     ("--config.train.checkpoint_every=0", ("train.checkpoint_every=0", ">= 1")),
@@ -117,8 +138,19 @@ def test_missing_or_broken_config_file(capsys, tmp_path):
   empty = tmp_path / "empty.py"
   empty.write_text("x = 1\n")
   assert "defines no get_config" in _main(capsys, empty, tmp_path / "run")
+  (tmp_path / "a_folder.py").mkdir()
+  assert "a_folder.py not found" in _main(capsys, tmp_path / "a_folder.py", tmp_path / "run")
   assert "unknown config variant smok" in _main(
       capsys, str(ROOT / "configs/quickstart.py") + ":smok", tmp_path / "run")
+  _untouched(tmp_path / "run")
+
+
+def test_unreadable_config_file(capsys, tmp_path, owner_permissions):
+  unreadable = tmp_path / "unreadable.py"
+  unreadable.write_text("def get_config(arg=''):\n  raise SystemExit('read and run')\n")
+  unreadable.chmod(0)
+  line = _main(capsys, unreadable, tmp_path / "run")
+  assert f"config file {unreadable} is not readable by this user" in line, line
   _untouched(tmp_path / "run")
 
 
@@ -137,17 +169,20 @@ def test_config_file_runs_once(capsys, tmp_path, monkeypatch):
   assert counter.read_text() == "1"
 
 
-def test_unusable_workdir(capsys, tmp_path, smoke):
+def test_unusable_workdir(capsys, tmp_path, smoke, owner_permissions):
   a_file = tmp_path / "a_file"
   a_file.write_text("not a folder")
   assert "is a file, not a folder" in _main(capsys, smoke, a_file)
   assert "lies below" in _main(capsys, smoke, a_file / "run")
   assert a_file.read_text() == "not a folder"
-  if os.geteuid() != 0:  # root writes anywhere: the permission check cannot be seen as root
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    assert "not writable" in _main(capsys, smoke, locked / "run")
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+  line = _main(capsys, smoke, locked)
+  assert f"--workdir={locked} is not writable by this user" in line, line
+  line = _main(capsys, smoke, locked / "run")
+  assert f"--workdir={locked / 'run'} cannot be created: {locked} is not writable" in line, line
+  assert os.listdir(locked) == []
   assert "missing --workdir" in _main(capsys, smoke, "")
 
 

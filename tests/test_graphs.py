@@ -2,14 +2,13 @@
 padded batches, and TFDS ogbg_molpcba."""
 
 import itertools
-import json
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import loss_curve
+from conftest import loss_curve, read_metrics
 
 import data
 import models
@@ -239,8 +238,7 @@ def test_graph_regression_option_trains_and_the_mae_falls(tmp_path):
   summary = training.run(config, str(tmp_path))
   losses = loss_curve(tmp_path)
   assert summary["status"] == "ok" and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
-  with open(tmp_path / "metrics.jsonl") as f:
-    final = [json.loads(line) for line in f][-1]
+  final = read_metrics(tmp_path)[-1]
   assert final["eval_mae"] == pytest.approx(final["eval_loss"])  # the loss is the MAE
 
 

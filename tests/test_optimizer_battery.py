@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import minimize
 
 import optimizers
 
@@ -119,20 +120,6 @@ def _zeros(dtype=jnp.float32):
   return {"w": jnp.zeros((4, 4), dtype), "b": jnp.zeros(4, dtype)}
 
 
-def _run(tx, loss_fn, params, steps):
-  """``steps`` updates on ``loss_fn``, as one compiled ``lax.scan``."""
-  value_and_grad = jax.value_and_grad(loss_fn)
-
-  def step(carry, _):
-    params, state = carry
-    loss, grads = value_and_grad(params)
-    updates, state = tx.update(grads, state, params, value=loss, obj_fn=loss_fn)
-    return (optax.apply_updates(params, updates), state), None
-
-  run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, length=steps)[0])
-  return run(params)
-
-
 def _quadratic_floor(name) -> float:
   """The least loss the method can reach from ``_zeros()``: 0, except for SWAN.
 
@@ -151,8 +138,8 @@ def _quadratic_floor(name) -> float:
 @pytest.mark.parametrize("name", NAMES)
 def test_converges_on_a_quadratic(name):
   steps = 300
-  params, _ = _run(_make(name, _schedule(name, TABLE[name].lr, steps)), quadratic, _zeros(),
-                   steps)
+  params, _ = minimize(_make(name, _schedule(name, TABLE[name].lr, steps)), quadratic, _zeros(),
+                       steps)
   floor = _quadratic_floor(name)
   start, end = float(quadratic(_zeros())), float(quadratic(params))
   assert end - floor < 1e-3 * (start - floor), (start, end, floor)
@@ -163,7 +150,7 @@ def test_converges_on_rosenbrock(name):
   start_params = {"xy": jnp.array([-1.2, 1.0])}
   case = TABLE[name]
   lr = _schedule(name, case.rosenbrock_lr, case.rosenbrock_steps)
-  params, _ = _run(_make(name, lr), rosenbrock, start_params, case.rosenbrock_steps)
+  params, _ = minimize(_make(name, lr), rosenbrock, start_params, case.rosenbrock_steps)
   start, end = float(rosenbrock(start_params)), float(rosenbrock(params))
   assert end < 1e-2 * start, (start, end, params["xy"])
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import minimize
 
 from optimizers import _adagrad_norm, _adalayer, _adamp, _diffgrad, _ngn
 from optimizers._adagrad_norm import adagrad_norm
@@ -42,19 +43,6 @@ def _make(name, **overrides):
   kwargs = dict(learning_rate=method.learning_rate, **method.kwargs)
   kwargs.update(overrides)
   return method.make(**kwargs)
-
-
-def _run(opt, loss_fn, params, steps):
-  """``steps`` updates in one jitted scan; the loss goes in as ``value=`` (NGN needs it)."""
-
-  def step(carry, _):
-    x, state = carry
-    loss, grads = jax.value_and_grad(loss_fn)(x)
-    updates, state = opt.update(grads, state, x, value=loss)
-    return (optax.apply_updates(x, updates), state), loss
-
-  run = jax.jit(lambda x: jax.lax.scan(step, (x, opt.init(x)), None, length=steps)[0])
-  return run(params)
 
 
 # --- Options and argument checks ----------------------------------------------------------
@@ -135,8 +123,8 @@ def test_ngn_family_needs_the_loss(make):
 
 def test_ngn_m_with_zero_momentum_is_ngn():
   params, loss_fn = _small_problem()
-  with_momentum, _ = _run(ngn_m(2.0, momentum=0.0), loss_fn, params, 20)
-  plain, _ = _run(ngn(2.0), loss_fn, params, 20)
+  with_momentum, _ = minimize(ngn_m(2.0, momentum=0.0), loss_fn, params, 20)
+  plain, _ = minimize(ngn(2.0), loss_fn, params, 20)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), with_momentum, plain)
   assert not np.allclose(plain["w"], params["w"])
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import minimize
 from matrix_problems import assert_trajectories_match, jax_trajectory, np_grads, problem
 
 from optimizers._scion import (
@@ -58,15 +59,6 @@ def quad_params(dtype=jnp.float32):
   return {"w": jnp.zeros((N, N), dtype), "b": jnp.zeros(N, dtype)}
 
 
-def _run(tx, loss, params, steps):
-  def body(carry, _):
-    params, state = carry
-    updates, state = tx.update(jax.grad(loss)(params), state, params)
-    return (optax.apply_updates(params, updates), state), None
-  run = jax.jit(lambda p, s: jax.lax.scan(body, (p, s), None, length=steps)[0])
-  return run(params, tx.init(params))
-
-
 @pytest.mark.parametrize("factory", [
     lambda steps: soap(optax.linear_schedule(0.01, 0.0, steps), weight_decay=0.0,
                        precondition_1d=True),
@@ -75,7 +67,7 @@ def _run(tx, loss, params, steps):
 def test_rotated_vectors_converge_on_rosenbrock(factory):
   """The matrix machinery on a vector: SOAP's eigenbasis, Shampoo's full-matrix AdaGrad."""
   steps = 3000
-  params, _ = _run(factory(steps), rosenbrock, {"x": jnp.array([-1.2, 1.0])}, steps)
+  params, _ = minimize(factory(steps), rosenbrock, {"x": jnp.array([-1.2, 1.0])}, steps)
   assert rosenbrock(params) < 1e-2, params["x"]
 
 

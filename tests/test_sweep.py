@@ -1,5 +1,6 @@
 """Sweeps (training/sweep.py): grouping by compiled program, rows, restarts and bad input."""
 
+import errno
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from conftest import ROOT, loss_curve, train_cmd
 import training
 from configs import digits_mlp, quickstart
 from configs.base import set_sweep
-from training import cli, sweep, vmapped
+from training import cli, records, sweep, vmapped
 
 # A sweep over the digits MLP (compiles in about a second), 6 steps a run; the third learning
 # rate diverges. ``arg`` picks a broken variant for the bad-input tests.
@@ -38,6 +39,8 @@ def get_config(arg=""):
     grid = {"train.global_batch": (32, 12)}
   elif arg == "budget":
     grid, budget = {"train.global_batch": (16, 64)}, 48
+  elif arg.startswith("batches="):  # a budget over the batch sizes given, e.g. batches=16/0
+    grid, budget = {"train.global_batch": tuple(int(b) for b in arg[8:].split("/"))}, 48
   elif arg == "type":
     grid = {"train.steps": (6, 6.5)}
   set_sweep(c, grid=grid, examples_budget=budget)
@@ -57,8 +60,9 @@ def _load(config_file, arg=""):
 
 
 def _rows(workdir):
-  with open(os.path.join(workdir, "results.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  """Every row of ``DIR/results.jsonl``, a duplicate too (``training.read_results`` keeps one
+  per run, which would hide a run written twice)."""
+  return records.read_jsonl(os.path.join(workdir, "results.jsonl"))
 
 
 def _without_time(rows):
@@ -173,6 +177,24 @@ def test_a_preempted_vmapped_group_resumes_to_the_uninterrupted_losses(config_fi
                                   loss_curve(tmp_path / "whole" / "runs" / row["run_id"]))
 
 
+def test_a_full_disk_under_a_vmapped_groups_records_ends_in_one_line_and_it_resumes(
+    config_file, tmp_path, monkeypatch):
+  config, workdir = _vmapped(_load(config_file), (0.05, 0.1)), str(tmp_path / "sweep")
+
+  def disk_full(self, record):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(records.MetricWriter, "write", disk_full)
+  with pytest.raises(training.CheckpointError) as raised:
+    training.run_sweep(config, workdir)
+  message = str(raised.value)
+  assert message.startswith("no space left on the device of ") and "\n" not in message, message
+  assert "the records of its runs" in message, message
+  monkeypatch.undo()
+  again = training.run_sweep(config, workdir)
+  assert [(r["status"], r["steps"]) for r in again] == [("ok", 6), ("ok", 6)]
+
+
 def test_program_key_separates_what_changes_the_program():
   base = quickstart.get_config("smoke")
 
@@ -218,6 +240,15 @@ def test_cells_cross_the_grid_and_the_budget_sets_the_steps():
     ("batch", (), ["train.global_batch=12", "not divisible by the 8 data-parallel devices"]),
     ("budget", (), ["examples_budget=48", "train.global_batch=64"]),
     ("type", (), ["train.steps=6.5"]),
+    # The budget is divided by each run's batch: a bad one is named, not a ZeroDivisionError.
+    ("batches=16/0", (), ["train.global_batch=0 must be an integer >= 1"]),
+    ("batches=16/-16", (), ["train.global_batch=-16 must be an integer >= 1"]),
+    # Named by their own keys, not by the warmup steps or step counts derived from them.
+    ("batches=16", ("--config.sweep.warmup_fraction=-1",),
+     ["sweep.warmup_fraction=-1", "a number in [0, 1)"]),
+    ("batches=16", ("--config.sweep.warmup_fraction=1",),
+     ["sweep.warmup_fraction=1", "a number in [0, 1)"]),
+    ("", ("--config.sweep.examples_budget=-5",), ["sweep.examples_budget=-5", "integer >= 0"]),
     ("", ("--config.sweep.shard=3/2",), ["sweep.shard='3/2'", "0 <= i < n"]),
     ("", ("--config.sweep.mode=vmapped",), ["sweep.mode='vmapped'", "auto, vmap, sequential"]),
     ("", ("--config.sweep.vmap_size=0",), ["sweep.vmap_size=0", ">= 1"]),
@@ -235,10 +266,26 @@ def test_bad_sweeps_fail_in_one_line_before_compiling(config_file, tmp_path, cap
   assert not os.path.exists(workdir) or not os.listdir(workdir), os.listdir(workdir)
 
 
+def test_a_second_sweep_on_the_workdir_of_a_live_one_is_refused_before_compiling(
+    config_file, tmp_path, capsys, monkeypatch):
+  workdir = tmp_path / "sweep"
+  monkeypatch.setattr(sweep, "compile_steps", lambda s: pytest.fail("compiled a run"))
+  monkeypatch.setattr(vmapped, "compile_group", lambda s: pytest.fail("compiled a group"))
+  with training.Lock(str(workdir)):  # what a live sweep on this workdir holds
+    code = cli.main(["train.py", f"--config={config_file}", f"--workdir={workdir}"])
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(lines) == 1, lines
+  assert f"workdir {workdir} is in use by a live run (pid {os.getpid()}" in lines[0], lines[0]
+  assert os.listdir(workdir) == ["lock"]  # no run folder, no row
+
+
 def test_shards_split_the_runs_and_the_rows_merge(config_file, tmp_path):
   config = _load(config_file)
   workdir = str(tmp_path / "sweep")
-  parts = [training.run_sweep(config, workdir, shard=(i, 2)) for i in range(2)]
+  # Shards share the workdir (machines at once): a live shard 0 does not hold shard 1 back.
+  with training.Lock(workdir, name="lock.0-of-2"):
+    second = training.run_sweep(config, workdir, shard=(1, 2))
+  parts = [training.run_sweep(config, workdir, shard=(0, 2)), second]
   assert [len(p) for p in parts] == [2, 1]
   merged = training.read_results(workdir)
   assert sorted(r["run_id"] for r in merged) == sorted(r.run_id for r in sweep.expand(config))
@@ -253,7 +300,7 @@ def test_a_killed_sweep_restarted_gives_the_rows_of_an_uninterrupted_one(config_
   proc = subprocess.Popen(train_cmd(str(config_file), cut), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  while not (cut / "results.jsonl").exists() or not _rows(cut):
+  while not _rows(cut):
     assert proc.poll() is None and time.time() < deadline, "the sweep ended before the kill"
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)

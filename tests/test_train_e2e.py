@@ -85,6 +85,50 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path, reference):
   assert read_summary(tmp_path)["status"] == "ok"
 
 
+def _partial_checkpoints(workdir) -> list[str]:
+  """The folders orbax writes a checkpoint into before renaming it to its step, complete."""
+  folder = pathlib.Path(workdir) / "checkpoints"
+  return sorted(p.name for p in folder.glob("*.orbax-checkpoint-tmp*")) if folder.is_dir() else []
+
+
+def _kill_while_writing(workdir, after_step: int, timeout=300) -> str:
+  """Starts the run on ``workdir`` and SIGKILLs it the moment a checkpoint later than
+  ``after_step`` is being written; returns the partial folder left behind, or "" when the
+  write completed between the look and the kill (a 150 ms write seen by 5 ms polls: rare)."""
+  proc = _start(workdir)
+  deadline = time.time() + timeout
+  try:
+    while not [n for n in _partial_checkpoints(workdir) if int(n.split(".")[0]) > after_step]:
+      assert proc.poll() is None, "the run ended before a checkpoint was caught mid-write"
+      assert time.time() < deadline, "no checkpoint was written in time"
+      time.sleep(0.005)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  return (_partial_checkpoints(workdir) or [""])[-1]
+
+
+def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_previous_one(tmp_path,
+                                                                           reference):
+  # Orbax writes into ``<step>.orbax-checkpoint-tmp`` and renames it when complete: killed in
+  # between, that folder must never be read and the run resumes from the checkpoint before.
+  partial = ""
+  for _ in range(3):  # again on the same workdir if the write won the race with the kill
+    partial = _kill_while_writing(tmp_path, after_step=7) or partial
+    if partial:
+      break
+  assert partial, "three kills all landed after the write completed"
+  step = int(partial.split(".")[0])
+  committed = [int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()]
+  assert committed and max(committed) < step  # the step killed mid-write was never committed
+  assert not (tmp_path / "summary.json").exists()
+  run_train(SMOKE, tmp_path, *LONG)
+  _assert_same_history(tmp_path, reference)
+  assert read_summary(tmp_path)["status"] == "ok"
+  assert _partial_checkpoints(tmp_path) == []  # cleared when the resumed run started
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
   proc = _start(tmp_path)
   _wait_for_step(tmp_path, 10, proc)

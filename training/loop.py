@@ -4,12 +4,15 @@
     steps = compile_steps(setup)              # the jitted init, train and eval steps
     state, position = resume(setup, checkpointer) or fresh_state(setup, steps)
     train_loop(...)                           # steps, metrics, evals, checkpoints, preemption
-    records.summarize(...)                    # summary.json
+    summarize(...)                            # summary.json
 
 ``execute(setup)`` runs them all in the workdir under its lock; ``run(config, workdir)`` is
-``execute(prepare(...))``.
+``execute(prepare(...))``. A vmapped sweep group (``training.vmapped``) trains through the same
+parts: ``workspace``, ``restore``, ``open_records``, ``run_steps`` (with its own ``Ledger``),
+``evaluate`` and ``summarize``.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -17,7 +20,8 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import jax
 
@@ -51,6 +55,15 @@ def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def placed(abstract_state, shardings, *, runs: int | None = None):
+  """``abstract_state`` with ``shardings``; ``runs``: stacked on a leading run axis of that size
+  (a vmapped group's states)."""
+  lead = () if runs is None else (runs,)
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct((*lead, *x.shape), x.dtype, sharding=s),
+      abstract_state, shardings)
+
+
 def compile_steps(setup: Setup) -> Steps:
   """Compiles the train and eval steps of ``setup`` once, for its shapes and shardings.
 
@@ -61,8 +74,7 @@ def compile_steps(setup: Setup) -> Steps:
   batch_sharding = mesh_lib.batch_sharding(mesh, microbatched=True)
   eval_sharding = mesh_lib.batch_sharding(mesh, microbatched=False)
   state_sharding = setup.state_sharding
-  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                setup.abstract_state, state_sharding)
+  abstract_state = placed(setup.abstract_state, state_sharding)
   train_example = batches_lib.train_batch(setup.source, 0, cfg.train.global_batch,
                                           cfg.train.num_microbatches, batch_sharding)
   t0 = time.perf_counter()
@@ -99,15 +111,19 @@ class Position:
     return {"examples_seen": self.examples_seen, "time_s": self.time_s}
 
 
-def resume(setup: Setup, checkpointer: Checkpointer) -> tuple[TrainState, Position] | None:
-  """The state and position of the newest readable checkpoint, or ``None`` if there is none."""
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          setup.abstract_state, setup.state_sharding)
+def restore(checkpointer: Checkpointer, abstract) -> tuple[Any, Position] | None:
+  """The tree (shaped as ``abstract``) and position of the newest readable checkpoint, or
+  ``None`` if there is none."""
   restored = checkpointer.restore(abstract)
   if restored is None:
     return None
-  state, meta = restored
-  return state, Position(int(meta["examples_seen"]), float(meta["time_s"]))
+  tree, meta = restored
+  return tree, Position(int(meta["examples_seen"]), float(meta["time_s"]))
+
+
+def resume(setup: Setup, checkpointer: Checkpointer) -> tuple[TrainState, Position] | None:
+  """The state and position of the newest readable checkpoint, or ``None`` if there is none."""
+  return restore(checkpointer, placed(setup.abstract_state, setup.state_sharding))
 
 
 def fresh_state(setup: Setup, steps: Steps) -> tuple[TrainState, Position]:
@@ -117,12 +133,17 @@ def fresh_state(setup: Setup, steps: Steps) -> tuple[TrainState, Position]:
 
 
 def evaluate(steps: Steps, state: TrainState, eval_set: dict, eval_batch: int) -> dict:
-  """``eval_<metric>`` means over the whole evaluation set (padding rows weigh 0)."""
+  """``eval_<metric>`` means over the whole evaluation set (padding rows weigh 0).
+
+  Given a vmapped group's programs (``vmapped.GroupSteps``) and stacked states, each mean is a
+  list with one value per run.
+  """
   sums = [steps.evaluate(state, b)
           for b in batches_lib.eval_batches(eval_set, eval_batch, steps.eval_sharding)]
   sums = jax.device_get(sums)
   count = sum(s["count"] for s in sums)
-  return {f"eval_{key[:-len('_sum')]}": float(sum(s[key] for s in sums) / count)
+  # ``tolist``: a float from a scalar, a list of floats from a group's run axis.
+  return {f"eval_{key[:-len('_sum')]}": (sum(s[key] for s in sums) / count).tolist()
           for key in sums[0] if key.endswith("_sum")}
 
 
@@ -152,11 +173,137 @@ class Preemption:
 @dataclasses.dataclass
 class LoopResult:
   status: str  # ok | diverged | preempted
-  state: TrainState
+  state: TrainState | None  # None: a vmapped group's run (its state is a lane of the group's)
   step: int
   position: Position
   last_record: dict
   step_time_s: float | None  # steady-state seconds per step (from the second step on)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+  """Which steps log, evaluate and checkpoint (``config.train``'s ``*_every``).
+
+  The last step always logs (and evaluates, when there is evaluation at all); it is
+  checkpointed after the loop, with the run's end.
+  """
+
+  total: int
+  log_every: int
+  eval_every: int  # 0: no evaluation
+  checkpoint_every: int
+
+  @classmethod
+  def of(cls, config) -> "Cadence":
+    t = config.train
+    return cls(t.steps, t.log_every, t.eval_every, t.checkpoint_every)
+
+  def logs(self, step: int) -> bool:
+    return step % self.log_every == 0 or step == self.total
+
+  def evaluates(self, step: int) -> bool:
+    return bool(self.eval_every) and self.logs(step) and (
+        step % self.eval_every == 0 or step == self.total)
+
+  def checkpoints(self, step: int) -> bool:
+    return step % self.checkpoint_every == 0 and step < self.total
+
+
+def healthy(loss, bound: float):
+  """Whether ``loss`` is finite and at most ``bound`` (``train.divergence_loss``).
+
+  Comparisons only, so the same test runs on the host's fetched floats and inside a vmapped
+  group's program on its lanes' losses.
+  """
+  return (-math.inf < loss) & (loss < math.inf) & (loss <= bound)
+
+
+class Ledger(Protocol):
+  """The host's side of ``run_steps``: what each step leaves, written one step late."""
+
+  def note(self, step: int, tree, metrics: dict, *, examples_seen: int, time_s: float,
+           evals: dict) -> None:
+    """Keeps the outputs of ``step`` (still on the device: nothing is fetched here)."""
+
+  def settle(self) -> bool:
+    """Fetches and writes what was noted; whether training goes on (no divergence ended it)."""
+
+
+def run_steps(train: Callable, tree, step: int, position: Position, *,
+              next_batch: Callable[[int], Any], global_batch: int, cadence: Cadence,
+              ledger: Ledger, evaluate_at: Callable | None, checkpointer: Checkpointer,
+              progress: records.Progress,
+              preemption: Preemption) -> tuple[str, Any, int, float | None]:
+  """Trains ``tree`` from ``step`` to ``cadence.total``; returns ``(status, tree, step,
+  step_time_s)`` and leaves ``position`` at the end.
+
+  ``train(tree, batch) -> (tree, metrics)`` donates ``tree``; ``next_batch(examples_seen)``;
+  ``evaluate_at(tree)`` gives the ``eval_*`` means. The ledger settles a step after the next one
+  is dispatched, so the host never waits for the device except at the first step (timed apart:
+  it includes the first dispatch), at evaluations and at checkpoints. ``status`` is ``diverged``
+  when the ledger ends the run, ``preempted`` on SIGTERM, else ``ok``.
+  """
+  going, preempted, first_step_done = True, False, None
+  start = step
+  t0, time_offset = time.perf_counter(), position.time_s
+  elapsed = lambda: time_offset + time.perf_counter() - t0
+  while step < cadence.total and going:
+    tree, metrics = train(tree, next_batch(position.examples_seen))
+    step += 1
+    position.examples_seen += global_batch
+    going = ledger.settle()
+    if first_step_done is None:
+      jax.block_until_ready(metrics["loss"])
+      first_step_done = time.perf_counter()
+    time_s = elapsed()  # a record's time excludes its evaluation
+    evals = evaluate_at(tree) if evaluate_at is not None and cadence.evaluates(step) else {}
+    ledger.note(step, tree, metrics, examples_seen=position.examples_seen, time_s=time_s,
+                evals=evals)
+    progress.update(1)
+    if preemption.requested:
+      preempted = True
+      break
+    if cadence.checkpoints(step):
+      position.time_s = elapsed()
+      checkpointer.save(step, tree, position.as_meta())
+  going = ledger.settle() and going
+  jax.block_until_ready(tree)
+  step_time = None
+  if first_step_done is not None and step - start > 1:
+    step_time = (time.perf_counter() - first_step_done) / (step - start - 1)
+  position.time_s = elapsed()
+  status = "diverged" if not going else "preempted" if preempted else "ok"
+  return status, tree, step, step_time
+
+
+class _RunLedger:
+  """One run's records: its logged steps, written to ``metrics.jsonl`` until the first whose
+  loss is not ``healthy``."""
+
+  def __init__(self, writer: records.MetricWriter, progress: records.Progress, *,
+               cadence: Cadence, bound: float, tokens_per_example: int):
+    self._writer, self._progress, self._cadence = writer, progress, cadence
+    self._bound, self._tokens_per_example = bound, tokens_per_example
+    self._pending = []
+    self.diverged, self.last_record = False, {}
+
+  def note(self, step, tree, metrics, *, examples_seen, time_s, evals):
+    del tree
+    if self._cadence.logs(step):
+      self._pending.append({**records.step_record(
+          step, metrics, examples_seen=examples_seen, time_s=time_s,
+          tokens_per_example=self._tokens_per_example), **evals})
+
+  def settle(self) -> bool:
+    for record in jax.device_get(self._pending):
+      if self.diverged:
+        break  # the run ends at its first bad record, wherever it was resumed from
+      self._writer.write(record)
+      self._progress.record(record)
+      self.last_record = record
+      self.diverged = not healthy(float(record["loss"]), self._bound)
+    self._pending.clear()
+    return not self.diverged
 
 
 def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position, *,
@@ -164,71 +311,37 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
                progress: records.Progress, preemption: Preemption) -> LoopResult:
   """Trains from ``state`` to ``train.steps``: logs, evaluates and checkpoints on schedule.
 
-  Metrics are fetched one step late, so the host never waits for the device except at the
-  first step (timed apart: it includes the first dispatch) and at checkpoints. A loss that is
-  not finite or above ``train.divergence_loss`` stops the run as ``diverged``.
+  Metrics are fetched one step late (``run_steps``). A logged loss that is not finite or above
+  ``train.divergence_loss`` stops the run as ``diverged``.
   """
   cfg, source = setup.config, setup.source
-  total, batch, micro = cfg.train.steps, cfg.train.global_batch, cfg.train.num_microbatches
-  tokens_per_example = source.tokens_per_example
-  eval_set = source.eval_set() if cfg.train.eval_every else None
-  status, pending, last_record = "ok", [], {}
-  first_step_done, step_time = None, None
-  start = step = int(state.step)
-  t0, time_offset = time.perf_counter(), position.time_s
-  elapsed = lambda: time_offset + time.perf_counter() - t0
-
-  def flush():
-    nonlocal status, last_record
-    for record in jax.device_get(pending):
-      if status == "diverged":
-        break  # the run ends at its first bad record, wherever it was resumed from
-      writer.write(record)
-      progress.record(record)
-      last_record = record
-      loss = float(record["loss"])
-      if not math.isfinite(loss) or loss > cfg.train.divergence_loss:
-        status = "diverged"
-    pending.clear()
-
-  while step < total and status == "ok":
-    batch_arrays = batches_lib.train_batch(source, position.examples_seen, batch, micro,
-                                           steps.batch_sharding)
-    state, metrics = steps.train(state, batch_arrays)
-    step += 1
-    position.examples_seen += batch
-    flush()  # the previous log step's metrics are ready by now: fetch them one step late
-    if first_step_done is None:
-      jax.block_until_ready(metrics["loss"])
-      first_step_done = time.perf_counter()
-    if step % cfg.train.log_every == 0 or step == total:
-      record = {"step": step, **metrics, "examples_seen": position.examples_seen,
-                "time_s": elapsed()}
-      if tokens_per_example:
-        record["tokens_seen"] = position.examples_seen * tokens_per_example
-      if eval_set is not None and (step % cfg.train.eval_every == 0 or step == total):
-        record.update(evaluate(steps, state, eval_set, cfg.train.eval_batch))
-      pending.append(record)
-    progress.update(1)
-    if preemption.requested:
-      status = "preempted"
-      break
-    if step % cfg.train.checkpoint_every == 0 and step < total:
-      position.time_s = elapsed()
-      checkpointer.save(step, state, position.as_meta())
-  flush()
-  jax.block_until_ready(state)
-  if first_step_done is not None and step - start > 1:
-    step_time = (time.perf_counter() - first_step_done) / (step - start - 1)
-  position.time_s = elapsed()
+  cadence = Cadence.of(cfg)
+  ledger = _RunLedger(writer, progress, cadence=cadence, bound=cfg.train.divergence_loss,
+                      tokens_per_example=source.tokens_per_example)
+  evaluate_at = None
+  if cfg.train.eval_every:
+    evaluate_at = functools.partial(evaluate, steps, eval_set=source.eval_set(),
+                                    eval_batch=cfg.train.eval_batch)
+  next_batch = lambda seen: batches_lib.train_batch(
+      source, seen, cfg.train.global_batch, cfg.train.num_microbatches, steps.batch_sharding)
+  status, state, step, step_time = run_steps(
+      steps.train, state, int(state.step), position, next_batch=next_batch,
+      global_batch=cfg.train.global_batch, cadence=cadence, ledger=ledger,
+      evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
+      preemption=preemption)
+  last = ledger.last_record
   if status == "diverged":  # reported at the bad record, not at the step the host had reached
-    step, position.examples_seen = last_record["step"], last_record["examples_seen"]
+    step, position.examples_seen = last["step"], last["examples_seen"]
   return LoopResult(status=status, state=state, step=step, position=position,
-                    last_record=last_record, step_time_s=step_time)
+                    last_record=last, step_time_s=step_time)
 
 
-def summarize(setup: Setup, result: LoopResult, *, plot: bool = True) -> dict:
-  """Writes ``summary.json`` and ``report/loss.png`` (first process) and returns the summary."""
+def summarize(setup: Setup, result: LoopResult, *, plot: bool = True,
+              group: dict | None = None) -> dict:
+  """Writes ``summary.json`` and ``report/loss.png`` (first process) and returns the summary.
+
+  ``group``: the vmapped group the run trained in, recorded as the summary's ``group``.
+  """
   cfg, workdir, source = setup.config, setup.workdir, setup.source
   is_main = jax.process_index() == 0
   history = records.read_metrics(workdir) if is_main else []
@@ -239,11 +352,43 @@ def summarize(setup: Setup, result: LoopResult, *, plot: bool = True) -> dict:
       tokens_per_example=source.tokens_per_example, num_params=setup.num_params,
       flops_per_example=setup.flops_per_example, data_info=source.info,
       devices=jax.device_count(), processes=jax.process_count(), jax_version=jax.__version__)
+  if group is not None:
+    summary["group"] = group
   if is_main:
     records.write_json(os.path.join(workdir, "summary.json"), summary)
     if history and plot:
       records.plot_loss(workdir, history, f"{cfg.model.name} / {cfg.optimizer.name}")
   return summary
+
+
+@contextlib.contextmanager
+def workspace(directory: str, *, keep: int, state_bytes: int,
+              records_of: str) -> Iterator[Checkpointer]:
+  """Holds ``directory`` (its lock) and yields its ``Checkpointer``, closed on the way out.
+
+  A full disk while writing the records (``records_of``: whose, for the message) ends in the
+  one-line ``CheckpointError`` a checkpoint's would; the checkpoints are intact.
+  """
+  with workdir_lib.Lock(directory, enabled=jax.process_index() == 0), quiet_writer_failures():
+    checkpointer = Checkpointer(directory, max_to_keep=keep, state_bytes=state_bytes)
+    try:
+      yield checkpointer
+    except OSError as e:  # the metrics, the summary or the plot
+      if is_disk_full(e):
+        raise checkpointer.disk_full_error(records_of) from None
+      raise
+    finally:
+      checkpointer.close()
+
+
+def open_records(setup: Setup, *, tensorboard: bool) -> records.MetricWriter:
+  """Writes the run's ``config.json`` and opens its ``metrics.jsonl`` (first process)."""
+  is_main = jax.process_index() == 0
+  os.makedirs(setup.workdir, exist_ok=True)
+  if is_main:
+    records.write_json(os.path.join(setup.workdir, "config.json"),
+                       json.loads(setup.config.to_json_best_effort()))
+  return records.MetricWriter(setup.workdir, tensorboard=tensorboard, enabled=is_main)
 
 
 def execute(setup: Setup, steps: Steps | None = None, *, plot: bool = True) -> dict:
@@ -254,41 +399,28 @@ def execute(setup: Setup, steps: Steps | None = None, *, plot: bool = True) -> d
   (a sweep's runs: the sweep's report draws them together).
 
   Raises ``workdir.WorkdirBusy`` (another live run holds the workdir) or
-  ``checkpointing.CheckpointError`` (no checkpoint readable, or one could not be saved) with a
-  one-line message; the workdir is left resumable.
+  ``checkpointing.CheckpointError`` (no checkpoint readable, one could not be saved, or the disk
+  filled up under the records) with a one-line message; the workdir is left resumable.
   """
   cfg, workdir = setup.config, setup.workdir
-  is_main = jax.process_index() == 0
-  with workdir_lib.Lock(workdir, enabled=is_main), quiet_writer_failures():
-    checkpointer = Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints,
-                                state_bytes=setup.state_bytes)
-    writer = None
+  with workspace(workdir, keep=cfg.train.keep_checkpoints, state_bytes=setup.state_bytes,
+                 records_of=f"the run's records in {workdir}") as checkpointer:
+    resumed = resume(setup, checkpointer)
+    writer = open_records(setup, tensorboard=cfg.tensorboard)
     try:
-      resumed = resume(setup, checkpointer)
-      if is_main:
-        records.write_json(os.path.join(workdir, "config.json"),
-                           json.loads(cfg.to_json_best_effort()))
-      writer = records.MetricWriter(workdir, tensorboard=cfg.tensorboard, enabled=is_main)
       steps = compile_steps(setup) if steps is None else steps
       state, position = resumed or fresh_state(setup, steps)
       writer.truncate_after(int(state.step))
       with Preemption() as preemption, records.Progress(
-          cfg.train.steps, int(state.step), enabled=is_main) as progress:
+          cfg.train.steps, int(state.step), enabled=jax.process_index() == 0) as progress:
         result = train_loop(setup, steps, state, position, checkpointer=checkpointer,
                             writer=writer, progress=progress, preemption=preemption)
       if result.status != "diverged":
         checkpointer.save(result.step, result.state, result.position.as_meta())
       checkpointer.wait()
-      writer.close()
-      return summarize(setup, result, plot=plot)
-    except OSError as e:  # the metrics, the summary or the plot; the checkpoints are intact
-      if is_disk_full(e):
-        raise checkpointer.disk_full_error(f"the run's records in {workdir}") from None
-      raise
     finally:
-      if writer is not None:
-        writer.close()
-      checkpointer.close()
+      writer.close()
+    return summarize(setup, result, plot=plot)
 
 
 def run(config, workdir: str, *, allow_config_change: bool = False) -> dict:

@@ -35,6 +35,8 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from plain_numbers import is_int, is_number
+
 UNITS = ("steps", "examples", "tokens")
 
 
@@ -91,10 +93,6 @@ def _fail(key: str, problem: str) -> None:
   raise ValueError(f"train.ramp.{key}{'' if problem.startswith('=') else ' '}{problem}")
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
 def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: int,
           seq_len: int, base_schedule: Callable | None = None,
           warmup_steps: int = 0) -> Ramp:
@@ -115,12 +113,11 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
   first_seq, cap, alpha = ramp_cfg.seq_len, ramp_cfg.max_batch, ramp_cfg.seesaw_alpha
   if unit not in UNITS:
     _fail("unit", f"={unit!r} must be one of {', '.join(UNITS)}")
-  if not _is_int(first_seq) or first_seq < 0:
+  if not is_int(first_seq) or first_seq < 0:
     _fail("seq_len", f"={first_seq!r} must be an integer >= 0 (0 = data.seq_len)")
-  if not _is_int(cap) or cap < 0:
+  if not is_int(cap) or cap < 0:
     _fail("max_batch", f"={cap!r} must be an integer >= 0 (0 = no cap)")
-  if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not (
-      alpha == 0 or alpha > 1):
+  if not is_number(alpha) or not (alpha == 0 or alpha > 1):
     _fail("seesaw_alpha", f"={alpha!r} must be 0 (off) or a number > 1")
   if (stages_cfg or first_seq) and not seq_len and (first_seq or any(
       len(s) == 3 and s[2] for s in stages_cfg)):
@@ -156,7 +153,7 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
   stages, counted, previous_start = [first], 0, 0
   for i, spec in enumerate(stages_cfg):
     where = f"stages[{i}]"
-    if not isinstance(spec, tuple | list) or len(spec) != 3 or not all(_is_int(v) for v in spec):
+    if not isinstance(spec, tuple | list) or len(spec) != 3 or not all(is_int(v) for v in spec):
       _fail(where, f"={spec!r} must be (start, global_batch, seq_len), three integers")
     start, batch, length = spec
     length = length or seq_len

@@ -60,6 +60,18 @@ class MetricWriter:
       self._tb = None
 
 
+def step_record(step: int, metrics: dict, *, examples_seen: int, time_s: float,
+                tokens_per_example: int) -> dict:
+  """A logged step's record (one line of ``metrics.jsonl``): its metrics and the run's progress.
+
+  ``metrics`` may still be on the device: the loop fetches records one step late.
+  """
+  record = {"step": step, **metrics, "examples_seen": examples_seen, "time_s": time_s}
+  if tokens_per_example:
+    record["tokens_seen"] = examples_seen * tokens_per_example
+  return record
+
+
 def read_metrics(workdir: str) -> list[dict]:
   """The records of ``DIR/metrics.jsonl``; a last line cut short by a killed run is skipped."""
   return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -134,6 +146,7 @@ def summarize(*, status: str, steps: int, examples_seen: int, history: list[dict
   the last one, ``last_loss``); ``history`` is the run's ``metrics.jsonl``.
   """
   evals = [r["eval_loss"] for r in history if "eval_loss" in r]
+  finite_evals = [e for e in evals if isinstance(e, float)]  # a diverged run's last is "nan"
   per_s = lambda amount: amount / step_time_s if step_time_s else None
   return {
       "status": status,
@@ -141,7 +154,7 @@ def summarize(*, status: str, steps: int, examples_seen: int, history: list[dict
       "final_loss": tail_mean(history, "loss") if history else last_record.get("loss"),
       "last_loss": last_record.get("loss"),
       "final_eval_loss": evals[-1] if evals else None,
-      "best_eval_loss": min(evals) if evals else None,
+      "best_eval_loss": min(finite_evals) if finite_evals else None,
       "final_eval_accuracy": next((r["eval_accuracy"] for r in reversed(history)
                                    if "eval_accuracy" in r), None),
       "examples_seen": examples_seen,

@@ -17,6 +17,7 @@ import optax
 import data
 import models
 import optimizers
+from plain_numbers import is_int, is_number
 from training import mesh as mesh_lib
 from training import workdir as workdir_lib
 from training.state import TrainState
@@ -45,16 +46,8 @@ class Setup:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self.abstract_state))
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _int_at_least(key: str, value, minimum: int, meaning: str = "") -> None:
-  if not _is_int(value):
+  if not is_int(value):
     raise ValueError(f"{key}={value!r} must be an integer{meaning}")
   if value < minimum:
     raise ValueError(f"{key}={value} must be >= {minimum}{meaning}")
@@ -78,7 +71,7 @@ def check_config(config) -> None:
   _int_at_least("train.checkpoint_every", t.checkpoint_every, 1,
                 " (a checkpoint is also saved at the end)")
   _int_at_least("train.keep_checkpoints", t.keep_checkpoints, 1)
-  if not _is_number(t.divergence_loss) or not t.divergence_loss > 0:
+  if not is_number(t.divergence_loss) or not t.divergence_loss > 0:
     raise ValueError(f"train.divergence_loss={t.divergence_loss!r} must be a number > 0 "
                      f"(a logged loss above it marks the run diverged)")
   _int_at_least("mesh.fsdp", config.mesh.fsdp, 1)

@@ -25,7 +25,8 @@ end-of-run minimum training loss, final validation loss and accuracy, steps, exa
 seen, wall time, the first logged loss and the parameter count. A diverged run (a loss not
 finite, or above ``train.divergence_loss``) is a
 row with ``status: diverged``, and the sweep goes on. Restarted on the same ``DIR``, a sweep
-skips the runs that have a row and resumes the unfinished one from its checkpoint.
+skips the runs that have a row and resumes the unfinished one from its checkpoint; started there
+while another sweep of the same shard lives, it is refused (``WorkdirBusy``) before it compiles.
 ``shard=(i, n)`` runs every n-th run from the i-th (machines sharing ``DIR``); shard ``i`` of
 ``n > 1`` writes ``DIR/results.<i>-of-<n>.jsonl`` and ``read_results`` merges them.
 
@@ -49,7 +50,9 @@ import time
 import jax
 import ml_collections
 
+from plain_numbers import is_int, is_number
 from training import records, vmapped
+from training import workdir as workdir_lib
 from training.cli import flat_keys
 from training.loop import Steps, compile_steps, execute
 from training.setup import Setup, prepare
@@ -181,24 +184,41 @@ def expand(config) -> list[Run]:
   return runs
 
 
+def _budget(config) -> tuple[int, float]:
+  """``(sweep.examples_budget, sweep.warmup_fraction)``, each checked by its own key: a bad
+  fraction would otherwise surface only as the warmup steps derived from it."""
+  budget = config.sweep.get("examples_budget", 0)
+  fraction = config.sweep.get("warmup_fraction", 0.0)
+  if not is_int(budget) or budget < 0:
+    raise ValueError(f"sweep.examples_budget={budget!r} must be an integer >= 0 (0 = no budget: "
+                     f"each run's train.steps)")
+  if not is_number(fraction) or not 0 <= fraction < 1:
+    raise ValueError(f"sweep.warmup_fraction={fraction!r} must be a number in [0, 1) (each "
+                     f"run's warmup, a fraction of its steps)")
+  return budget, float(fraction)
+
+
 def run_config(config, run: Run):
   """The plain (sweep-free) config of ``run``: its cell's base with the run's values set."""
   base, _, _ = _cells(config)[run.cell]
+  budget, fraction = _budget(config)
   cfg = copy.deepcopy(base)
   with cfg.unlocked():
-    budget = int(config.sweep.get("examples_budget", 0) or 0)
     if "sweep" in cfg:
       del cfg["sweep"]
     for key, value in run.values.items():
       _set(cfg, key, value, f"sweep run {run.run_id}")
     if budget:
-      steps = budget // cfg.train.global_batch
+      batch = cfg.train.global_batch
+      if not is_int(batch) or batch < 1:  # checked here, before the budget is divided by it
+        raise ValueError(f"train.global_batch={batch!r} must be an integer >= 1 (sweep run "
+                         f"{run.run_id})")
+      steps = budget // batch
       if steps < 1:
         raise ValueError(f"sweep.examples_budget={budget} is smaller than one batch of "
                          f"train.global_batch={cfg.train.global_batch} (run {run.run_id}): "
                          f"raise the budget or drop the batch size")
       cfg.train.steps = steps
-      fraction = float(config.sweep.get("warmup_fraction", 0.0) or 0.0)
       if fraction:
         cfg.optimizer.schedule.warmup_steps = int(round(fraction * steps))
   return cfg
@@ -362,7 +382,21 @@ def execute_sweep(prepared: list[tuple[Run, Setup]], workdir: str, *,
   """
   is_main = jax.process_index() == 0
   programs = {} if programs is None else programs
-  path = results_path(workdir, shard)
+  # Held before the first compile, so that a second sweep of this shard on DIR is refused at
+  # once; shards keep their own locks (machines share DIR), and each run also locks its folder.
+  with workdir_lib.Lock(workdir, name=_lock_name(shard), enabled=is_main):
+    return _train_groups(prepared, workdir, results_path(workdir, shard), mode=mode,
+                         vmap_size=vmap_size, programs=programs, is_main=is_main)
+
+
+def _lock_name(shard: tuple[int, int]) -> str:
+  i, n = shard
+  return "lock" if n == 1 else f"lock.{i}-of-{n}"
+
+
+def _train_groups(prepared: list[tuple[Run, Setup]], workdir: str, path: str, *, mode: str,
+                  vmap_size: int, programs: dict, is_main: bool) -> list[dict]:
+  """``execute_sweep`` once the lock is held: the rows of ``path``, then every group's runs."""
   done = {r["run_id"]: r for r in records.read_jsonl(path)}
   ids = {run.run_id for run, _ in prepared}
   report = _Report(len(prepared), [r for k, r in done.items() if k in ids], enabled=is_main)

@@ -11,13 +11,15 @@ The group checkpoints its stacked state in ``DIR/groups/<group id>`` (every
 ``train.checkpoint_every`` steps) and resumes from it; each run still gets its own
 ``metrics.jsonl`` and ``summary.json`` in its workdir, so rows, reports and restarts treat it as
 any run. A run's ``wall_time_s`` and ``step_time_s`` are its share (the group's over K).
+
+The group trains through the single run's loop (``loop.run_steps``): only its ledger, which
+reads each run's lane of the metrics, is its own.
 """
 
 import dataclasses
 import functools
 import hashlib
 import json
-import os
 import time
 
 import jax
@@ -28,9 +30,21 @@ from jax.sharding import NamedSharding, PartitionSpec
 from training import batches as batches_lib
 from training import mesh as mesh_lib
 from training import records
-from training import workdir as workdir_lib
-from training.checkpointing import Checkpointer, quiet_writer_failures
-from training.loop import Preemption, init_program
+from training.loop import (
+  Cadence,
+  LoopResult,
+  Position,
+  Preemption,
+  evaluate,
+  healthy,
+  init_program,
+  open_records,
+  placed,
+  restore,
+  run_steps,
+  summarize,
+  workspace,
+)
 from training.setup import Setup
 from training.step import eval_step, train_step
 
@@ -76,8 +90,7 @@ def compile_group(setups: list[Setup]) -> GroupSteps:
   batch_sharding = mesh_lib.batch_sharding(mesh, microbatched=True)
   eval_sharding = mesh_lib.batch_sharding(mesh, microbatched=False)
   state_sharding = jax.tree.map(_stacked_sharding, setup.state_sharding)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct((k, *x.shape), x.dtype, sharding=s),
-                          setup.abstract_state, state_sharding)
+  abstract = placed(setup.abstract_state, state_sharding, runs=k)
   example = batches_lib.train_batch(setup.source, 0, cfg.train.global_batch,
                                     cfg.train.num_microbatches, batch_sharding)
   if not shared:
@@ -90,8 +103,7 @@ def compile_group(setups: list[Setup]) -> GroupSteps:
 
   def group_step(states, alive, batch):
     new, metrics = jax.vmap(one, in_axes=(0, None if shared else 0))(states, batch)
-    loss = metrics["loss"]
-    ok = alive & jnp.isfinite(loss) & (loss <= bound)
+    ok = alive & healthy(metrics["loss"], bound)
     keep = lambda n, o: jnp.where(ok.reshape((k,) + (1,) * (n.ndim - 1)), n, o)
     return jax.tree.map(keep, new, states), ok, metrics
 
@@ -149,15 +161,68 @@ def _batch(setups, steps: GroupSteps, start: int):
   return make(setups[0]) if steps.shared_batch else stack([make(s) for s in setups])
 
 
-def _evaluate(steps: GroupSteps, states, eval_set, eval_batch: int, k: int) -> list[dict]:
-  sums = jax.device_get([steps.evaluate(states, b) for b in batches_lib.eval_batches(
-      eval_set, eval_batch, steps.eval_sharding)])
-  out = []
-  for j in range(k):
-    count = sum(s["count"][j] for s in sums)
-    out.append({f"eval_{key[:-len('_sum')]}": float(sum(s[key][j] for s in sums) / count)
-                for key in sums[0] if key.endswith("_sum")})
-  return out
+def _train(program, tree, batch):
+  """The group's program as ``run_steps`` calls it: the states and the alive mask in one tree.
+  Only the states are donated: the ledger reads a step's mask after the next step starts."""
+  states, alive, metrics = program(tree["states"], tree["alive"], batch)
+  return {"states": states, "alive": alive}, metrics
+
+
+def _fresh(setups: list[Setup], steps: GroupSteps, init) -> dict:
+  example = setups[0].source.examples(0, 1)["inputs"]
+  states = stack([with_own_hyperparams(init(jax.random.PRNGKey(s.config.seed), example), s)
+                  for s in setups])
+  return {"states": jax.device_put(states, steps.state_sharding),
+          "alive": jnp.ones((len(setups),), jnp.bool_)}
+
+
+class _GroupLedger:
+  """Each run's records, read from its lane of the group's metrics: its logged steps, and the
+  step at which the program froze it (diverged), whatever the cadence.
+
+  The alive mask, like the metrics, is fetched a step late; a run frozen before a resume takes
+  its end and last record from its ``metrics.jsonl``.
+  """
+
+  def __init__(self, setups: list[Setup], writers: list[records.MetricWriter],
+               alive: list[bool], *, step: int, cadence: Cadence, tokens_per_example: int):
+    self._writers, self._cadence = writers, cadence
+    self._tokens_per_example = tokens_per_example
+    self._pending = None
+    self.alive = alive
+    self.ended = [None] * len(setups)  # the step at which a run diverged
+    self.last = [{} for _ in setups]
+    for j, s in enumerate(setups):
+      if not alive[j]:
+        rows = records.read_metrics(s.workdir)
+        self.ended[j], self.last[j] = (rows[-1]["step"], rows[-1]) if rows else (step, {})
+
+  def note(self, step, tree, metrics, *, examples_seen, time_s, evals):
+    self._pending = (step, tree["alive"], metrics, examples_seen, time_s, evals)
+
+  def settle(self) -> bool:
+    if self._pending is not None:
+      self._write(*self._pending)
+      self._pending = None
+    return any(self.alive)
+
+  def _write(self, step, alive, metrics, examples_seen, time_s, evals):
+    now_alive = [bool(a) for a in jax.device_get(alive)]
+    logged = self._cadence.logs(step)
+    if logged or now_alive != self.alive:
+      host = jax.device_get(metrics)
+      for j, writer in enumerate(self._writers):
+        if not self.alive[j] or (now_alive[j] and not logged):
+          continue  # frozen before, or alive at a step that does not log
+        record = records.step_record(step, lane(host, j), examples_seen=examples_seen,
+                                     time_s=time_s, tokens_per_example=self._tokens_per_example)
+        if now_alive[j]:
+          record.update({key: means[j] for key, means in evals.items()})
+        else:
+          self.ended[j] = step
+        writer.write(record)
+        self.last[j] = {key: records.plain(v) for key, v in record.items()}
+    self.alive = now_alive
 
 
 def train_group(setups: list[Setup], run_ids: list[str], group_dir: str, *,
@@ -166,117 +231,51 @@ def train_group(setups: list[Setup], run_ids: list[str], group_dir: str, *,
   summary, or ``None`` when preempted (SIGTERM): the group's checkpoint is saved.
   ``programs`` keeps compiled groups across calls (by program, size and batch sharing)."""
   k, cfg, first = len(setups), setups[0].config, setups[0]
-  total, batch = cfg.train.steps, cfg.train.global_batch
-  tokens_per_example = first.source.tokens_per_example
-  is_main = jax.process_index() == 0
-  with workdir_lib.Lock(group_dir, enabled=is_main), quiet_writer_failures():
-    checkpointer = Checkpointer(group_dir, max_to_keep=cfg.train.keep_checkpoints,
-                                state_bytes=k * first.state_bytes)
-    try:
-      from training.sweep import program_key  # noqa: PLC0415 -- the sweep imports this module
-      key = f"vmap{k}|{shares_batches(setups)}|{program_key(cfg)}"
-      programs = {} if programs is None else programs
-      if key not in programs:
-        programs[key] = compile_group(setups)
-      steps = programs[key]
-      abstract = {"states": jax.tree.map(
-          lambda x, s: jax.ShapeDtypeStruct((k, *x.shape), x.dtype, sharding=s),
-          first.abstract_state, steps.state_sharding),
-          "alive": jax.ShapeDtypeStruct((k,), jnp.bool_)}
-      restored = checkpointer.restore(abstract)
-      if restored is None:
-        example = first.source.examples(0, 1)["inputs"]
-        init = programs.setdefault(key + "|init", init_program(first))
-        states = stack([with_own_hyperparams(init(jax.random.PRNGKey(s.config.seed), example), s)
-                        for s in setups])
-        states = jax.device_put(states, steps.state_sharding)
-        alive, examples_seen, time_offset = jnp.ones((k,), jnp.bool_), 0, 0.0
-      else:
-        tree, meta = restored
-        states, alive = tree["states"], tree["alive"]
-        examples_seen, time_offset = int(meta["examples_seen"]), float(meta["time_s"])
-      step = int(jax.device_get(states.step).max())
-      writers = []
-      for s in setups:
-        os.makedirs(s.workdir, exist_ok=True)
-        if is_main:
-          records.write_json(os.path.join(s.workdir, "config.json"),
-                             json.loads(s.config.to_json_best_effort()))
-        writers.append(records.MetricWriter(s.workdir, tensorboard=False, enabled=is_main))
-        writers[-1].truncate_after(step)
-      eval_set = first.source.eval_set() if cfg.train.eval_every else None
-      ended = [None] * k  # the step at which a run diverged
-      last = [{} for _ in range(k)]
-      was_alive = [bool(a) for a in jax.device_get(alive)]
-      for j in range(k):
-        if not was_alive[j]:
-          rows = records.read_metrics(setups[j].workdir)
-          ended[j], last[j] = (rows[-1]["step"], rows[-1]) if rows else (step, {})
-      t0 = time.perf_counter()
-      elapsed = lambda: time_offset + time.perf_counter() - t0
-      status, first_done, start = "ok", None, step
-      with Preemption() as preemption, records.Progress(total, step, enabled=is_main) as bar:
-        while step < total:
-          states, alive, metrics = steps.train(states, alive, _batch(setups, steps, examples_seen))
-          step += 1
-          examples_seen += batch
-          logged = step % cfg.train.log_every == 0 or step == total
-          now_alive = [bool(a) for a in jax.device_get(alive)]
-          if first_done is None:
-            first_done = time.perf_counter()
-          if logged or now_alive != was_alive:
-            host = jax.device_get(metrics)
-            evals = (_evaluate(steps, states, eval_set, cfg.train.eval_batch, k)
-                     if eval_set is not None and logged and
-                     (step % cfg.train.eval_every == 0 or step == total) else [{}] * k)
-            for j in range(k):
-              if not was_alive[j] or not (logged or not now_alive[j]):
-                continue
-              record = {"step": step, **lane(host, j), "examples_seen": examples_seen,
-                        "time_s": elapsed()}
-              if tokens_per_example:
-                record["tokens_seen"] = examples_seen * tokens_per_example
-              if now_alive[j]:
-                record.update(evals[j])
-              else:
-                ended[j] = step
-              writers[j].write(record)
-              last[j] = {key: records.plain(v) for key, v in record.items()}
-          was_alive = now_alive
-          bar.update(1)
-          if not any(now_alive):
-            break
-          if preemption.requested:
-            status = "preempted"
-            break
-          if step % cfg.train.checkpoint_every == 0 and step < total:
-            checkpointer.save(step, {"states": states, "alive": alive},
-                              {"examples_seen": examples_seen, "time_s": elapsed()})
-      jax.block_until_ready(states)
-      wall = elapsed()
-      step_time = ((time.perf_counter() - first_done) / (step - start - 1)
-                   if first_done is not None and step - start > 1 else None)
-      checkpointer.save(step, {"states": states, "alive": alive},
-                        {"examples_seen": examples_seen, "time_s": wall})
-      checkpointer.wait()
-    finally:
-      checkpointer.close()
-  if status == "preempted":
-    return None
-  summaries = []
-  for j, s in enumerate(setups):
-    history = records.read_metrics(s.workdir) if is_main else []
-    diverged = ended[j] is not None
-    run_steps = ended[j] if diverged else step
-    summary = records.summarize(
-        status="diverged" if diverged else "ok", steps=run_steps,
-        examples_seen=run_steps * batch, history=history, last_record=last[j],
-        step_time_s=step_time / k if step_time else None, wall_time_s=wall / k,
-        global_batch=batch, tokens_per_example=tokens_per_example, num_params=s.num_params,
-        flops_per_example=s.flops_per_example, data_info=s.source.info,
-        devices=jax.device_count(), processes=jax.process_count(), jax_version=jax.__version__)
-    summary["group"] = {"id": group_id(run_ids), "size": k, "mode": "vmap"}
-    if is_main:
-      records.write_json(os.path.join(s.workdir, "summary.json"), summary)
-    summaries.append(summary)
-  return summaries
+  with workspace(group_dir, keep=cfg.train.keep_checkpoints, state_bytes=k * first.state_bytes,
+                 records_of=f"the records of its runs ({', '.join(run_ids)})") as checkpointer:
+    from training.sweep import program_key  # noqa: PLC0415 -- the sweep imports this module
+    key = f"vmap{k}|{shares_batches(setups)}|{program_key(cfg)}"
+    programs = {} if programs is None else programs
+    if key not in programs:
+      programs[key] = compile_group(setups)
+    steps = programs[key]
+    abstract = {"states": placed(first.abstract_state, steps.state_sharding, runs=k),
+                "alive": jax.ShapeDtypeStruct((k,), jnp.bool_)}
+    tree, position = restore(checkpointer, abstract) or (
+        _fresh(setups, steps, programs.setdefault(key + "|init", init_program(first))),
+        Position())
+    step = int(jax.device_get(tree["states"].step).max())
+    writers = [open_records(s, tensorboard=False) for s in setups]
+    for writer in writers:
+      writer.truncate_after(step)
+    cadence = Cadence.of(cfg)
+    ledger = _GroupLedger(setups, writers, [bool(a) for a in jax.device_get(tree["alive"])],
+                          step=step, cadence=cadence,
+                          tokens_per_example=first.source.tokens_per_example)
+    evaluate_at = None
+    if cfg.train.eval_every:
+      eval_set = first.source.eval_set()
+      evaluate_at = lambda t: evaluate(steps, t["states"], eval_set, cfg.train.eval_batch)
+    with Preemption() as preemption, records.Progress(
+        cfg.train.steps, step, enabled=jax.process_index() == 0) as progress:
+      status, tree, step, step_time = run_steps(
+          functools.partial(_train, steps.train), tree, step, position,
+          next_batch=functools.partial(_batch, setups, steps),
+          global_batch=cfg.train.global_batch, cadence=cadence, ledger=ledger,
+          evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
+          preemption=preemption)
+    checkpointer.save(step, tree, position.as_meta())
+    checkpointer.wait()
+    if status == "preempted":
+      return None
+    summaries = []
+    for j, s in enumerate(setups):
+      ended = ledger.ended[j]
+      run_steps_done = step if ended is None else ended
+      result = LoopResult(
+          status="ok" if ended is None else "diverged", state=None, step=run_steps_done,
+          position=Position(run_steps_done * cfg.train.global_batch, position.time_s / k),
+          last_record=ledger.last[j], step_time_s=step_time / k if step_time else None)
+      summaries.append(summarize(s, result, plot=False,
+                                 group={"id": group_id(run_ids), "size": k, "mode": "vmap"}))
+    return summaries

@@ -77,12 +77,13 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
 class Lock:
   """``with Lock(workdir):`` holds ``DIR/lock`` or raises ``WorkdirBusy`` naming the holder.
 
+  ``name``: another lock file in ``DIR``, for holders that may share it (a sweep's shards).
   Only the first process of a multi-host run takes it (the others share its workdir); a bucket
   workdir has no lock (``flock`` does not reach across hosts).
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
-    self.path = os.path.join(workdir, "lock")
+  def __init__(self, workdir: str, *, name: str = "lock", enabled: bool = True):
+    self.path = os.path.join(workdir, name)
     self.enabled = enabled and is_local(workdir)
     self._fd = None
 
