@@ -124,7 +124,7 @@ def _decay_mask(param_labels, decay_roles):
   return to_mask(param_labels)
 
 
-def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_steps, mask,
+def _single(where, name, peak_lr, kwargs, weight_decay, schedule, mask,
             param_labels) -> optax.GradientTransformationExtraArgs:
   """One method with its schedule and weight decay, inside ``optax.inject_hyperparams``."""
   kwargs = _method_kwargs(where, name, kwargs)
@@ -158,11 +158,12 @@ def _single(where, name, peak_lr, kwargs, weight_decay, schedule_cfg, total_step
   static = tuple(k for k, v in kwargs.items() if not isinstance(v, float))
   return optax.inject_hyperparams(make, static_args=static)(
       peak_learning_rate=float(peak_lr),
-      learning_rate=build_schedule(schedule_cfg, 1.0, total_steps),
+      learning_rate=schedule,
       weight_decay=weight_decay, **kwargs)
 
 
-def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransformationExtraArgs:
+def build(cfg, *, total_steps: int, param_labels=None,
+          schedule: optax.Schedule | None = None) -> optax.GradientTransformationExtraArgs:
   """Builds the optimizer ``cfg.name`` with its schedule, clipping and weight decay.
 
   Args:
@@ -177,6 +178,9 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
     total_steps: number of updates in the run, the length of the schedule.
     param_labels: each parameter's role: a function of the params (needed for ``by_role``;
       ``models.param_roles``) or a fixed pytree of role strings.
+    schedule: the learning rate's shape (peak 1) as a function of the step, in place of
+      ``cfg.schedule``'s (a Seesaw ramp's, which couples the rate to the batch); ``cfg.schedule``
+      is still checked.
 
   Returns:
     The optimizer. Each group sits in ``optax.inject_hyperparams``: its float
@@ -202,13 +206,15 @@ def build(cfg, *, total_steps: int, param_labels=None) -> optax.GradientTransfor
   if by_role and not callable(param_labels):
     raise ValueError("optimizer.by_role needs param_labels, a function params -> roles")
   mask = _decay_mask(param_labels, tuple(cfg.decay_roles))
+  shape = build_schedule(cfg.schedule, 1.0, total_steps)
+  schedule = shape if schedule is None else schedule
   txs, rates = {}, []
   for group, (where, sub) in groups.items():
     rates.append(_number(f"{where}.learning_rate", sub.learning_rate))
     txs[group] = _single(
         where, sub.name, rates[-1], dict(sub.get("kwargs", {}) or {}),
         _number(f"{where}.weight_decay", sub.get("weight_decay", cfg.weight_decay)),
-        cfg.schedule, total_steps, mask, param_labels)
+        schedule, mask, param_labels)
   if not any(rates):  # a zero learning rate freezes its group; every group frozen is a mistake
     raise ValueError(f"optimizer.learning_rate={rates[0]} must be > 0: with it (and every "
                      "by_role group's) at 0 no parameter would train")

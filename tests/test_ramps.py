@@ -2,9 +2,11 @@
 Seesaw's coupled schedule against an independent reading of its rule, and bad ramps."""
 
 import math
+import os
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 import pytest
 
@@ -102,3 +104,116 @@ def test_bad_ramps_name_the_stage_and_the_numbers(kw, fragments):
   assert "\n" not in message and message.startswith("train.ramp."), message
   for fragment in fragments:
     assert fragment in message, message
+
+
+# ----------------------------------------------------------------------------- in the loop
+
+RAMP = ("--config.train.num_microbatches=2", "--config.train.ramp.seq_len=16",
+        "--config.train.ramp.stages=((8, 32, 16), (16, 32, 32))")
+
+
+def _ramped(**train):
+  from configs import quickstart
+  config = quickstart.get_config("smoke")
+  with config.unlocked():
+    config.train.num_microbatches = 2  # microbatches of 8: the ramp adds microbatches
+    config.train.ramp.seq_len = 16  # the first stage's sequences: half the windows
+    config.train.ramp.stages = ((8, 32, 16), (16, 32, 32))  # batch x2, then length x2
+    for key, value in train.items():
+      config.train[key] = value
+  return config
+
+
+def test_a_ramp_compiles_once_per_shape_and_counts_examples_and_tokens(tmp_path):
+  import dataclasses
+
+  import training
+  from conftest import read_metrics
+  setup = training.prepare(_ramped(steps=24, log_every=1), str(tmp_path))
+  steps = training.compile_steps(setup)
+  compiled = []
+
+  def counting(example):
+    compiled.append(jax.tree.map(lambda x: x.shape, example))
+    return steps.compile_train(example)
+
+  summary = training.execute(setup, dataclasses.replace(steps, compile_train=counting))
+  # Three stages, three shapes: the first compiled with the setup, two more the first time
+  # each stage came, none per step.
+  assert len(compiled) == 2 and len(steps.programs) == 3
+  assert sorted(c["inputs"] for c in compiled) == [(4, 8, 16), (4, 8, 32)]
+  history = read_metrics(tmp_path)
+  seen = [r["examples_seen"] for r in history]
+  tokens = [r["tokens_seen"] for r in history]
+  expected_batch = [16] * 8 + [32] * 16
+  expected_tokens = [16 * 16] * 8 + [32 * 16] * 8 + [32 * 32] * 8
+  assert seen == list(np.cumsum(expected_batch))
+  assert tokens == list(np.cumsum(expected_tokens))
+  assert summary["tokens_seen"] == tokens[-1] and summary["examples_seen"] == seen[-1]
+
+
+@pytest.mark.slow  # a GPT trained through three batch sizes
+def test_seesaw_in_the_loop_logs_its_rate_and_batch_against_the_base_schedule(tmp_path):
+  import training
+  from conftest import read_metrics
+  from configs import quickstart
+  config = quickstart.get_config("smoke")
+  with config.unlocked():
+    config.train.num_microbatches = 2  # microbatches of 8
+    config.train.ramp.seesaw_alpha = 2.0  # batch x2, rate / sqrt 2 where cosine halves
+    config.train.ramp.max_batch = 64  # two doublings at most
+    config.train.log_every = 1  # every step: batch and rate of each
+  summary = training.run(config, str(tmp_path))
+  history = read_metrics(tmp_path)
+  base = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 2, 20, 3e-4)  # the smoke's schedule
+  drawn = [r["examples_seen"] for r in history]
+  batches = np.diff([0] + drawn)
+  assert summary["steps"] == len(history) < 20 and drawn[-1] >= 20 * 16
+  assert set(batches) == {16, 32, 64}
+  for record, batch, before in zip(history, batches, [0] + drawn[:-1], strict=True):
+    # The rate logged at a step is the one its update used (the optimizer's count before it).
+    want = float(base(before / 16)) * math.sqrt(batch / 16)
+    assert record["lr"] == pytest.approx(want, rel=2e-6, abs=1e-9), record["step"]
+
+
+def test_train_py_refuses_a_bad_ramp_in_one_line(tmp_path, capsys):
+  from conftest import ROOT
+
+  from training import cli
+  workdir = tmp_path / "run"
+  code = cli.main(["train.py", f"--config={ROOT / 'configs/quickstart.py'}:smoke",
+                   f"--workdir={workdir}", "--config.train.num_microbatches=2",
+                   "--config.train.ramp.stages=((8, 36, 0),)"])
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert code == 2 and len(lines) == 1, lines
+  assert "train.ramp.stages[0]" in lines[0] and "36" in lines[0] and "8" in lines[0], lines
+  assert not workdir.exists() or not os.listdir(workdir)
+
+
+@pytest.mark.slow  # train.py three times, one of them killed
+def test_a_ramped_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
+  import signal
+  import subprocess
+  import time
+
+  from conftest import loss_curve, read_metrics, run_train, train_cmd
+  args = (*RAMP, "--config.train.steps=24", "--config.train.checkpoint_every=4",
+          "--config.train.log_every=1")
+  whole, cut = tmp_path / "whole", tmp_path / "cut"
+  run_train("configs/quickstart.py:smoke", whole, *args)
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  proc = subprocess.Popen(train_cmd("configs/quickstart.py:smoke", cut, *args), env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  # Killed in the second stage, after the checkpoint at step 12: the resumed run starts there
+  # and crosses into the third stage (longer sequences) at step 16.
+  while not (cut / "metrics.jsonl").exists() or len(read_metrics(cut)) < 14:
+    assert proc.poll() is None and time.time() < deadline, "the run ended before the kill"
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (cut / "summary.json").exists()
+  run_train("configs/quickstart.py:smoke", cut, *args)
+  assert loss_curve(cut) == loss_curve(whole)  # bit for bit
+  assert [r["tokens_seen"] for r in read_metrics(cut)] == [
+      r["tokens_seen"] for r in read_metrics(whole)]

@@ -14,15 +14,21 @@ def local_rows(count: int) -> tuple[int, int]:
   return jax.process_index() * per_process, per_process
 
 
-def train_batch(source, start: int, global_batch: int, num_micro: int, sharding):
+def train_batch(source, start: int, global_batch: int, num_micro: int, sharding,
+                seq_len: int = 0):
   """Global examples ``start .. start + global_batch`` as an ``(M, b, ...)`` sharded batch.
 
-  ``sharding`` is ``mesh.batch_sharding(mesh, microbatched=True)``.
+  ``sharding`` is ``mesh.batch_sharding(mesh, microbatched=True)``. ``seq_len`` (a sequence
+  ramp's stage; 0 = the data's own) keeps the first ``seq_len`` tokens of each sequence.
   """
   per_micro = global_batch // num_micro
   offset, local = local_rows(per_micro)
   parts = [source.examples(start + m * per_micro + offset, local) for m in range(num_micro)]
   arrays = jax.tree.map(lambda *xs: np.stack(xs), *parts)
+  full = source.tokens_per_example
+  if seq_len and seq_len != full:
+    arrays = jax.tree.map(
+        lambda v: v[:, :, :seq_len] if v.ndim >= 3 and v.shape[2] == full else v, arrays)
   return jax.tree.map(lambda v: jax.make_array_from_process_local_data(
       sharding, v, (num_micro, per_micro) + v.shape[2:]), arrays)
 

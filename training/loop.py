@@ -41,6 +41,9 @@ class Steps:
 
   ``train(state, batch) -> (state, metrics)`` donates ``state``; ``evaluate(state, batch)``
   gives weighted sums (``eval_step``); ``init(rng, example_inputs)`` makes a sharded state.
+  ``train`` is compiled for the first stage's batch; ``for_shape`` gives (and compiles once)
+  the train step of another batch shape, a ramp's later stage: ``programs`` holds every one
+  compiled so far, by the batch's shapes.
   """
 
   init: Callable
@@ -49,6 +52,19 @@ class Steps:
   batch_sharding: jax.sharding.NamedSharding
   eval_sharding: jax.sharding.NamedSharding
   compile_s: float
+  compile_train: Callable | None = None  # example batch -> the compiled train step
+  programs: dict = dataclasses.field(default_factory=dict)
+
+  def for_shape(self, batch) -> Callable:
+    """The train step for ``batch``'s shapes: ``train``, or one compiled once for them."""
+    key = _shape_key(batch)
+    if key not in self.programs:
+      self.programs[key] = self.compile_train(_abstract(batch))
+    return self.programs[key]
+
+
+def _shape_key(batch) -> tuple:
+  return tuple(x.shape for x in jax.tree.leaves(batch))
 
 
 def _abstract(tree):
@@ -75,13 +91,17 @@ def compile_steps(setup: Setup) -> Steps:
   eval_sharding = mesh_lib.batch_sharding(mesh, microbatched=False)
   state_sharding = setup.state_sharding
   abstract_state = placed(setup.abstract_state, state_sharding)
-  train_example = batches_lib.train_batch(setup.source, 0, cfg.train.global_batch,
-                                          cfg.train.num_microbatches, batch_sharding)
+  first = setup.ramp.stages[0]
+  train_example = batches_lib.train_batch(setup.source, 0, first.batch,
+                                          cfg.train.num_microbatches, batch_sharding,
+                                          first.seq_len)
   t0 = time.perf_counter()
-  train = jax.jit(
+  jitted = jax.jit(
       functools.partial(train_step, model=setup.model, tx=setup.tx, loss_fn=setup.loss_fn),
       in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-      donate_argnums=0).lower(abstract_state, _abstract(train_example)).compile()
+      donate_argnums=0)
+  compile_train = lambda example: jitted.lower(abstract_state, example).compile()
+  train = compile_train(_abstract(train_example))
   evaluate = jax.jit(functools.partial(eval_step, model=setup.model, loss_fn=setup.loss_fn),
                      in_shardings=(state_sharding, eval_sharding))
   if cfg.train.eval_every:
@@ -90,7 +110,8 @@ def compile_steps(setup: Setup) -> Steps:
     evaluate = evaluate.lower(abstract_state, _abstract(eval_example)).compile()
   compile_s = time.perf_counter() - t0
   return Steps(init=init_program(setup), train=train, evaluate=evaluate,
-               batch_sharding=batch_sharding, eval_sharding=eval_sharding, compile_s=compile_s)
+               batch_sharding=batch_sharding, eval_sharding=eval_sharding, compile_s=compile_s,
+               compile_train=compile_train, programs={_shape_key(train_example): train})
 
 
 def init_program(setup: Setup) -> Callable:
@@ -194,9 +215,11 @@ class Cadence:
   checkpoint_every: int
 
   @classmethod
-  def of(cls, config) -> "Cadence":
+  def of(cls, config, total: int | None = None) -> "Cadence":
+    """``config.train``'s cadence over ``total`` steps (a ramp's; default ``train.steps``)."""
     t = config.train
-    return cls(t.steps, t.log_every, t.eval_every, t.checkpoint_every)
+    return cls(t.steps if total is None else total, t.log_every, t.eval_every,
+               t.checkpoint_every)
 
   def logs(self, step: int) -> bool:
     return step % self.log_every == 0 or step == self.total
@@ -230,14 +253,15 @@ class Ledger(Protocol):
 
 
 def run_steps(train: Callable, tree, step: int, position: Position, *,
-              next_batch: Callable[[int], Any], global_batch: int, cadence: Cadence,
+              next_batch: Callable[[int, int], tuple[Any, int]], cadence: Cadence,
               ledger: Ledger, evaluate_at: Callable | None, checkpointer: Checkpointer,
               progress: records.Progress,
               preemption: Preemption) -> tuple[str, Any, int, float | None]:
   """Trains ``tree`` from ``step`` to ``cadence.total``; returns ``(status, tree, step,
   step_time_s)`` and leaves ``position`` at the end.
 
-  ``train(tree, batch) -> (tree, metrics)`` donates ``tree``; ``next_batch(examples_seen)``;
+  ``train(tree, batch) -> (tree, metrics)`` donates ``tree``; ``next_batch(step,
+  examples_seen) -> (batch, examples in it)``;
   ``evaluate_at(tree)`` gives the ``eval_*`` means. The ledger settles a step after the next one
   is dispatched, so the host never waits for the device except at the first step (timed apart:
   it includes the first dispatch), at evaluations and at checkpoints. ``status`` is ``diverged``
@@ -248,9 +272,10 @@ def run_steps(train: Callable, tree, step: int, position: Position, *,
   t0, time_offset = time.perf_counter(), position.time_s
   elapsed = lambda: time_offset + time.perf_counter() - t0
   while step < cadence.total and going:
-    tree, metrics = train(tree, next_batch(position.examples_seen))
+    batch, drawn = next_batch(step, position.examples_seen)
+    tree, metrics = train(tree, batch)
     step += 1
-    position.examples_seen += global_batch
+    position.examples_seen += drawn
     going = ledger.settle()
     if first_step_done is None:
       jax.block_until_ready(metrics["loss"])
@@ -281,9 +306,9 @@ class _RunLedger:
   loss is not ``healthy``."""
 
   def __init__(self, writer: records.MetricWriter, progress: records.Progress, *,
-               cadence: Cadence, bound: float, tokens_per_example: int):
+               cadence: Cadence, bound: float, tokens_seen: Callable[[int, int], int | None]):
     self._writer, self._progress, self._cadence = writer, progress, cadence
-    self._bound, self._tokens_per_example = bound, tokens_per_example
+    self._bound, self._tokens_seen = bound, tokens_seen
     self._pending = []
     self.diverged, self.last_record = False, {}
 
@@ -292,7 +317,7 @@ class _RunLedger:
     if self._cadence.logs(step):
       self._pending.append({**records.step_record(
           step, metrics, examples_seen=examples_seen, time_s=time_s,
-          tokens_per_example=self._tokens_per_example), **evals})
+          tokens_seen=self._tokens_seen(step, examples_seen)), **evals})
 
   def settle(self) -> bool:
     for record in jax.device_get(self._pending):
@@ -314,20 +339,29 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
   Metrics are fetched one step late (``run_steps``). A logged loss that is not finite or above
   ``train.divergence_loss`` stops the run as ``diverged``.
   """
-  cfg, source = setup.config, setup.source
-  cadence = Cadence.of(cfg)
+  cfg, source, ramp = setup.config, setup.source, setup.ramp
+  cadence = Cadence.of(cfg, ramp.total_steps)
+  tokens = source.tokens_per_example
+  tokens_seen = ((lambda step, seen: ramp.tokens_before(step)) if len(ramp.stages) > 1
+                 else (lambda step, seen: seen * tokens if tokens else None))
   ledger = _RunLedger(writer, progress, cadence=cadence, bound=cfg.train.divergence_loss,
-                      tokens_per_example=source.tokens_per_example)
+                      tokens_seen=tokens_seen)
   evaluate_at = None
   if cfg.train.eval_every:
     evaluate_at = functools.partial(evaluate, steps, eval_set=source.eval_set(),
                                     eval_batch=cfg.train.eval_batch)
-  next_batch = lambda seen: batches_lib.train_batch(
-      source, seen, cfg.train.global_batch, cfg.train.num_microbatches, steps.batch_sharding)
+  micro_size = cfg.train.global_batch // cfg.train.num_microbatches
+
+  def next_batch(step: int, seen: int):
+    stage = ramp.stage(step)  # the batch and length of this step (one stage without a ramp)
+    return batches_lib.train_batch(source, seen, stage.batch, stage.batch // micro_size,
+                                   steps.batch_sharding, stage.seq_len), stage.batch
+
+  # Each distinct batch shape compiles once, the first time a ramp's stage reaches it.
+  train = lambda state, batch: steps.for_shape(batch)(state, batch)
   status, state, step, step_time = run_steps(
-      steps.train, state, int(state.step), position, next_batch=next_batch,
-      global_batch=cfg.train.global_batch, cadence=cadence, ledger=ledger,
-      evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
+      train, state, int(state.step), position, next_batch=next_batch, cadence=cadence,
+      ledger=ledger, evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
       preemption=preemption)
   last = ledger.last_record
   if status == "diverged":  # reported at the bad record, not at the step the host had reached
@@ -345,11 +379,16 @@ def summarize(setup: Setup, result: LoopResult, *, plot: bool = True,
   cfg, workdir, source = setup.config, setup.workdir, setup.source
   is_main = jax.process_index() == 0
   history = records.read_metrics(workdir) if is_main else []
+  batch, per_example, tokens_seen = cfg.train.global_batch, source.tokens_per_example, None
+  examples = result.position.examples_seen
+  if len(setup.ramp.stages) > 1 and result.step and examples:  # the ramp's means
+    tokens_seen = setup.ramp.tokens_before(result.step)
+    batch, per_example = examples / result.step, tokens_seen / examples
   summary = records.summarize(
-      status=result.status, steps=result.step, examples_seen=result.position.examples_seen,
+      status=result.status, steps=result.step, examples_seen=examples, tokens_seen=tokens_seen,
       history=history, last_record=result.last_record, step_time_s=result.step_time_s,
-      wall_time_s=result.position.time_s, global_batch=cfg.train.global_batch,
-      tokens_per_example=source.tokens_per_example, num_params=setup.num_params,
+      wall_time_s=result.position.time_s, global_batch=batch,
+      tokens_per_example=per_example, num_params=setup.num_params,
       flops_per_example=setup.flops_per_example, data_info=source.info,
       devices=jax.device_count(), processes=jax.process_count(), jax_version=jax.__version__)
   if group is not None:
@@ -412,7 +451,8 @@ def execute(setup: Setup, steps: Steps | None = None, *, plot: bool = True) -> d
       state, position = resumed or fresh_state(setup, steps)
       writer.truncate_after(int(state.step))
       with Preemption() as preemption, records.Progress(
-          cfg.train.steps, int(state.step), enabled=jax.process_index() == 0) as progress:
+          setup.ramp.total_steps, int(state.step),
+          enabled=jax.process_index() == 0) as progress:
         result = train_loop(setup, steps, state, position, checkpointer=checkpointer,
                             writer=writer, progress=progress, preemption=preemption)
       if result.status != "diverged":

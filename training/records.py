@@ -61,14 +61,14 @@ class MetricWriter:
 
 
 def step_record(step: int, metrics: dict, *, examples_seen: int, time_s: float,
-                tokens_per_example: int) -> dict:
+                tokens_seen: int | None) -> dict:
   """A logged step's record (one line of ``metrics.jsonl``): its metrics and the run's progress.
 
   ``metrics`` may still be on the device: the loop fetches records one step late.
   """
   record = {"step": step, **metrics, "examples_seen": examples_seen, "time_s": time_s}
-  if tokens_per_example:
-    record["tokens_seen"] = examples_seen * tokens_per_example
+  if tokens_seen is not None:
+    record["tokens_seen"] = tokens_seen
   return record
 
 
@@ -139,8 +139,11 @@ def summarize(*, status: str, steps: int, examples_seen: int, history: list[dict
               last_record: dict, step_time_s: float | None, wall_time_s: float,
               global_batch: int, tokens_per_example: int, num_params: int,
               flops_per_example: float, data_info: dict, devices: int, processes: int,
-              jax_version: str) -> dict:
+              jax_version: str, tokens_seen: int | None = None) -> dict:
   """The contents of ``summary.json``: status, final and best losses, throughput, identity.
+
+  ``tokens_seen``: counted by a ramp (sequence lengths vary); else examples x tokens each. For
+  a ramp, ``global_batch`` and ``tokens_per_example`` are the run's means (throughput).
 
   ``final_loss`` is the mean training loss over the last 10% of logged steps (less noisy than
   the last one, ``last_loss``); ``history`` is the run's ``metrics.jsonl``.
@@ -158,7 +161,8 @@ def summarize(*, status: str, steps: int, examples_seen: int, history: list[dict
       "final_eval_accuracy": next((r["eval_accuracy"] for r in reversed(history)
                                    if "eval_accuracy" in r), None),
       "examples_seen": examples_seen,
-      "tokens_seen": examples_seen * tokens_per_example if tokens_per_example else None,
+      "tokens_seen": tokens_seen if tokens_seen is not None else (
+          examples_seen * tokens_per_example if tokens_per_example else None),
       "num_params": num_params,
       "flops_per_example": flops_per_example,
       "step_time_s": step_time_s,

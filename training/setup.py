@@ -19,6 +19,7 @@ import models
 import optimizers
 from plain_numbers import is_int, is_number
 from training import mesh as mesh_lib
+from training import ramps
 from training import workdir as workdir_lib
 from training.state import TrainState
 from training.step import LOSSES
@@ -39,6 +40,7 @@ class Setup:
   state_sharding: Any
   num_params: int
   flops_per_example: float
+  ramp: ramps.Ramp  # the batch and sequence length of each step (one stage without a ramp)
 
   @property
   def state_bytes(self) -> int:
@@ -138,12 +140,19 @@ def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup
   rng = jax.random.PRNGKey(config.seed)
   abstract_params = jax.eval_shape(
       lambda r: model.init(r, example, train=False), rng)["params"]
+  t = config.train
+  ramp = ramps.build(
+      t.ramp, steps=t.steps, global_batch=t.global_batch,
+      micro_size=t.global_batch // t.num_microbatches, devices=mesh.devices.size,
+      seq_len=source.tokens_per_example,
+      base_schedule=optimizers.build_schedule(config.optimizer.schedule, 1.0, t.steps),
+      warmup_steps=config.optimizer.schedule.warmup_steps)
   tx = optimizers.build(config.optimizer, total_steps=config.train.steps,
-                        param_labels=models.param_roles)
+                        param_labels=models.param_roles, schedule=ramp.lr_shape)
   abstract_state = jax.eval_shape(functools.partial(init_state, model=model, tx=tx), rng, example)
   return Setup(
       config=config, workdir=workdir, source=source, model=model, tx=tx,
       loss_fn=LOSSES[config.loss], mesh=mesh, abstract_state=abstract_state,
       state_sharding=mesh_lib.state_shardings(abstract_state, mesh),
       num_params=sum(x.size for x in jax.tree.leaves(abstract_params)),
-      flops_per_example=float(model.flops_per_example(one_example)))
+      flops_per_example=float(model.flops_per_example(one_example)), ramp=ramp)

@@ -358,8 +358,10 @@ def resolve_mode(mode: str, setups: list[Setup]) -> str:
   """
   if mode not in MODES:
     raise ValueError(f"sweep.mode={mode!r} must be one of {', '.join(MODES)}")
-  if mode != "auto" or len(setups) < 2:
-    return mode if len(setups) > 1 else "sequential"
+  if len(setups) < 2 or any(len(s.ramp.stages) > 1 for s in setups):
+    return "sequential"  # a ramp's runs change batch shape during training: one at a time
+  if mode != "auto":
+    return mode
   device = jax.devices()[0]
   if device.platform == "cpu":
     return "sequential"

@@ -214,8 +214,10 @@ class _GroupLedger:
       for j, writer in enumerate(self._writers):
         if not self.alive[j] or (now_alive[j] and not logged):
           continue  # frozen before, or alive at a step that does not log
+        tokens = self._tokens_per_example
         record = records.step_record(step, lane(host, j), examples_seen=examples_seen,
-                                     time_s=time_s, tokens_per_example=self._tokens_per_example)
+                                     time_s=time_s,
+                                     tokens_seen=examples_seen * tokens if tokens else None)
         if now_alive[j]:
           record.update({key: means[j] for key, means in evals.items()})
         else:
@@ -260,8 +262,8 @@ def train_group(setups: list[Setup], run_ids: list[str], group_dir: str, *,
         cfg.train.steps, step, enabled=jax.process_index() == 0) as progress:
       status, tree, step, step_time = run_steps(
           functools.partial(_train, steps.train), tree, step, position,
-          next_batch=functools.partial(_batch, setups, steps),
-          global_batch=cfg.train.global_batch, cadence=cadence, ledger=ledger,
+          next_batch=lambda _, seen: (_batch(setups, steps, seen), cfg.train.global_batch),
+          cadence=cadence, ledger=ledger,
           evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
           preemption=preemption)
     checkpointer.save(step, tree, position.as_meta())
