@@ -5,7 +5,6 @@ import json
 import pytest
 from conftest import read_metrics, read_summary, run_train
 
-
 # The README's first command, made cheaper by two overrides that keep every pair, batch size and
 # stage of the protocol: half the examples per run and two seeds of each best cell (about 100
 # short runs instead of 145). The README's figures come from the command as written.

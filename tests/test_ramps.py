@@ -127,8 +127,9 @@ def _ramped(**train):
 def test_a_ramp_compiles_once_per_shape_and_counts_examples_and_tokens(tmp_path):
   import dataclasses
 
-  import training
   from conftest import read_metrics
+
+  import training
   setup = training.prepare(_ramped(steps=24, log_every=1), str(tmp_path))
   steps = training.compile_steps(setup)
   compiled = []
@@ -154,8 +155,9 @@ def test_a_ramp_compiles_once_per_shape_and_counts_examples_and_tokens(tmp_path)
 
 @pytest.mark.slow  # a GPT trained through three batch sizes
 def test_seesaw_in_the_loop_logs_its_rate_and_batch_against_the_base_schedule(tmp_path):
-  import training
   from conftest import read_metrics
+
+  import training
   from configs import quickstart
   config = quickstart.get_config("smoke")
   with config.unlocked():
