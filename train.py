@@ -22,4 +22,5 @@ if __name__ == "__main__":
   from training import cli
   # Experiment protocols by name, imported when a config names one (training imports none).
   sys.exit(cli.main(sys.argv, protocols={"gap": "experiments.protocols:gap",
-                                       "robustness": "experiments.protocols:robustness"}))
+                                       "robustness": "experiments.protocols:robustness",
+                                       "seesaw": "experiments.protocols:seesaw"}))

@@ -13,6 +13,8 @@ same ``DIR``, so a restart redoes no finished run. Split over machines (``sweep.
 each shard runs its share of the grid; run once more without a shard when all have finished to
 do the later stages and the report.
 
+``seesaw`` (``configs/seesaw.py``): the grid, then ``DIR/report/``.
+
 ``robustness`` (``configs/robustness.py``): the grid; then, as ``gap`` does, rates beyond a best
 at an edge; then seeds ``1 .. protocol.seeds`` of each (task, optimizer) at its best rate and at
 ``protocol.overshoot`` x it; then ``DIR/report/`` (``python -m experiments.report DIR``
@@ -58,6 +60,7 @@ def _check_number(key: str, value, *, low: float, integer: bool = False,
 _AXES = {  # the sweep keys each protocol's analysis tells runs apart by (others would merge)
     "gap": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
     "robustness": ({gap_lib.SEED}, {gap_lib.LR}),
+    "seesaw": ({gap_lib.SEED, gap_lib.LR}, set()),
 }
 
 
@@ -66,9 +69,10 @@ def _begin(name: str, config, workdir: str, allow_config_change: bool, **report_
   that ``DIR`` holds no study of other protocol settings; writes ``DIR/protocol.json`` (the
   settings, the report's arguments, and later the rates added beyond grid edges)."""
   p = config.protocol
-  _check_number("seeds", p.seeds, low=1, integer=True)
-  _check_number("edge_extensions", p.edge_extensions, low=0, integer=True)
-  _check_number("grid_factor", p.grid_factor, low=1, low_open=True)
+  if name in ("gap", "robustness"):
+    _check_number("seeds", p.seeds, low=1, integer=True)
+    _check_number("edge_extensions", p.edge_extensions, low=0, integer=True)
+    _check_number("grid_factor", p.grid_factor, low=1, low_open=True)
   if name == "robustness":
     _check_number("overshoot", p.overshoot, low=1, low_open=True)
     _check_number("within", p.within, low=0, low_open=True)
@@ -220,4 +224,17 @@ def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
     return None
   path = report.robustness_report(workdir, factor=protocol.overshoot, within=protocol.within)
   print(report.robustness_table_text(workdir), file=sys.stdout)
+  return path
+
+
+def seesaw(config, workdir: str, *, prepared=None, shard=(0, 1),
+           allow_config_change: bool = False) -> str | None:
+  """Runs ``configs/seesaw.py`` in ``workdir``: the grid (both schedules at every rate and
+  seed), then ``DIR/report/`` (``experiments/report.py``: ``seesaw_report``)."""
+  _begin("seesaw", config, workdir, allow_config_change)
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
+    return None
+  path = report.seesaw_report(workdir)
+  print(report.seesaw_table_text(workdir), file=sys.stdout)
   return path

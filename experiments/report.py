@@ -6,6 +6,11 @@ diverged runs) and two PNGs: ``gap_vs_batch.png`` (the gap per pair, the crossov
 ``loss_vs_lr.png`` (final loss against learning rate per pair, optimizer and batch size, diverged
 runs marked at the top).
 
+The Seesaw report (``configs/seesaw.py``) writes the final losses of cosine and Seesaw at each
+one's best rate over seeds, their difference with its 95% interval, the serial steps each took,
+and SGD's exact risk on noisy linear regression under a rate decay, the batch ramp that
+replaces it and Seesaw's ramp (``seesaw_vs_cosine.png``, ``linear_regression.png``).
+
 The robustness report (``configs/robustness.py``) writes ``DIR/report/README.md`` (per task and
 optimizer: the best rate and loss, the width in decades of the rates whose loss is within 10% of
 the best, and the loss at 10x the best rate against the loss at it, over seeds) and one
@@ -22,6 +27,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 import training
+from experiments import batch_size as batch_lib
 from experiments import gap as gap_lib
 from experiments import robustness as robustness_lib
 
@@ -319,6 +325,103 @@ def _plot_robustness(task: str, curves: dict, path: str) -> None:
   plt.close(fig)
 
 
+def _seesaw_cells(rows: list[dict]) -> dict:
+  """Per schedule (cell): per rate, the seeds' rows; and the best rate by mean eval loss."""
+  by_rate = defaultdict(lambda: defaultdict(list))
+  for row in rows:
+    by_rate[row["cell"]][float(row["values"][gap_lib.LR])].append(row)
+  eval_loss = lambda r: (float(r["final_eval_loss"]) if r["status"] == "ok"
+                         and r.get("final_eval_loss") is not None else math.inf)
+  out = {}
+  for cell, rates in sorted(by_rate.items()):
+    means = {lr: float(np.mean([eval_loss(r) for r in rs])) for lr, rs in rates.items()}
+    best = min(means, key=lambda lr: (means[lr], lr))
+    out[cell] = dict(rates=rates, means=means, best=best,
+                     losses=[eval_loss(r) for r in rates[best]],
+                     train=[gap_lib.loss_of(r) for r in rates[best]],
+                     steps=sorted({r["steps"] for r in rates[best]}),
+                     examples=sorted({r["examples_seen"] for r in rates[best]}))
+  return out
+
+
+def seesaw_table_text(workdir: str) -> str:
+  cells = _seesaw_cells(training.read_results(workdir))
+  lines = ["schedule | best rate | eval loss (seeds) | train loss, last 1% | steps | examples"]
+  for cell, c in cells.items():
+    lines.append(f"{cell} | {c['best']:g} | {_fmt(float(np.mean(c['losses'])))} "
+                 f"({len(c['losses'])}) | {_fmt(float(np.mean(c['train'])))} | "
+                 f"{', '.join(map(str, c['steps']))} | {', '.join(map(str, c['examples']))}")
+  if {"cosine", "seesaw"} <= cells.keys():
+    d = gap_lib.gap_at(cells["seesaw"]["losses"], cells["cosine"]["losses"], 0)
+    fewer = 1 - cells["seesaw"]["steps"][0] / cells["cosine"]["steps"][0]
+    lines.append(f"seesaw - cosine eval loss: {_fmt(d.gap)} [{_fmt(d.low)}, {_fmt(d.high)}]; "
+                 f"serial steps {fewer:.1%} fewer")
+  return "\n".join(lines)
+
+
+def seesaw_report(workdir: str) -> str:
+  """Writes the Seesaw report in ``DIR/report/``; returns the README's path."""
+  rows = training.read_results(workdir)
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  cells = _seesaw_cells(rows)
+  text = ["# Seesaw against cosine at equal examples", "",
+          f"{len(rows)} runs from `{workdir}`. Each schedule's best peak rate is the one with "
+          "the least eval loss averaged over seeds; the difference is Seesaw's mean minus "
+          "cosine's with Welch's 95% interval; steps are optimizer updates (serial steps).", "",
+          "| schedule | best rate | eval loss [95% CI] (seeds) | train loss, last 1% | steps | "
+          "examples |", "| --- | --- | --- | --- | --- | --- |"]
+  for cell, c in cells.items():
+    m = robustness_lib.mean_interval(c["losses"])
+    text.append(f"| {cell} | {c['best']:g} | {_mean_text(m, 4)} ({len(c['losses'])}) | {_fmt(float(np.mean(c['train'])))} | "
+                f"{', '.join(map(str, c['steps']))} | {', '.join(map(str, c['examples']))} |")
+  if {"cosine", "seesaw"} <= cells.keys():
+    d = gap_lib.gap_at(cells["seesaw"]["losses"], cells["cosine"]["losses"], 0)
+    fewer = 1 - cells["seesaw"]["steps"][0] / cells["cosine"]["steps"][0]
+    text += ["", f"Seesaw minus cosine, eval loss: {_fmt(d.gap)} [{_fmt(d.low)}, {_fmt(d.high)}]"
+             f"; Seesaw took {fewer:.1%} fewer serial steps for the same examples."]
+  text += ["", "## SGD on noisy linear regression, exactly", "",
+           "The expected risk of SGD (`theory/batch_size.py`, no sampling) on the embedded "
+           "power-law task (d = 64) over five stages of 2,048 examples: the rate halved at each "
+           "stage (`decay`), the batch doubled instead (`ramp`: SGD's equivalent, decay x growth "
+           "= 2 in both) and Seesaw's (rate / sqrt 2, batch x 2). Excess risk at each stage's "
+           "end:", "", "| schedule | steps | " + " | ".join(f"stage {k + 1}" for k in range(5))
+           + " |", "| --- | --- |" + " --- |" * 5]
+  problem = batch_lib.linear_regression(dim=64)
+  curves = batch_lib.seesaw_equivalence(problem, learning_rate=0.5, batch=8, alpha=2.0,
+                                        cuts=4, examples_per_stage=8 * 256)
+  bayes = 0.5 * problem[2] ** 2
+  for name, (examples, risk) in curves.items():
+    ends = [int(np.searchsorted(examples, 2048 * (k + 1))) for k in range(5)]
+    text.append(f"| {name} | {len(risk)} | " + " | ".join(f"{risk[i] - bayes:.5f}" for i in ends)
+                + " |")
+  text += ["", "![seesaw](seesaw_vs_cosine.png)", "", "![linear](linear_regression.png)", ""]
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for cell, c in cells.items():
+    rates = sorted(c["rates"])
+    ax.plot(rates, [c["means"][r] for r in rates], "o-", label=f"{cell} (mean over seeds)")
+  ax.set_xscale("log")
+  ax.set(xlabel="peak learning rate", ylabel="final eval loss")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "seesaw_vs_cosine.png"), dpi=120)
+  plt.close(fig)
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for name, (examples, risk) in curves.items():
+    ax.plot(examples, risk - bayes, label=name)
+  ax.set_yscale("log")
+  ax.set(xlabel="examples", ylabel="excess risk (exact)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "linear_regression.png"), dpi=120)
+  plt.close(fig)
+  path = os.path.join(out, "README.md")
+  with open(path, "w") as f:
+    f.write("\n".join(text))
+  return path
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or not os.path.isdir(argv[1]):
     print("usage: python -m experiments.report DIR (a sweep's workdir)", file=sys.stderr)
@@ -328,7 +431,7 @@ def main(argv: list[str]) -> int:
     return 2
   marker = _marker(argv[1])
   name = marker["name"]
-  reports = {"gap": gap_report, "robustness": robustness_report}
+  reports = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report}
   if name not in reports:
     print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
           f"{', '.join(reports)}", file=sys.stderr)

@@ -137,3 +137,26 @@ def test_a_study_with_other_protocol_settings_is_refused_unless_allowed(tmp_path
   marker = protocols._begin("gap", changed, workdir, True)
   assert json.load(open(os.path.join(workdir, "protocol.json"))) == marker
   assert marker["protocol"]["grid_factor"] == 2.0
+
+
+@pytest.mark.slow  # eight short GPT runs
+def test_the_seesaw_protocol_compares_both_schedules_and_reports(tmp_path, capsys):
+  from experiments import report
+  workdir = tmp_path / "seesaw"
+  code = cli.main(["train.py", f"--config={ROOT / 'configs/seesaw.py'}:smoke",
+                   f"--workdir={workdir}"], protocols={"seesaw": "experiments.protocols:seesaw"})
+  out = capsys.readouterr().out
+  assert code == 0 and "seesaw protocol done" in out, out[-2000:]
+  rows = training.read_results(str(workdir))
+  steps = {r["cell"]: r["steps"] for r in rows}
+  examples = {r["cell"]: r["examples_seen"] for r in rows}
+  assert steps["cosine"] == 40 and steps["seesaw"] < 40  # fewer serial steps
+  assert examples["cosine"] == 320 <= examples["seesaw"] < 320 + 64  # within a last batch
+  readme = (workdir / "report" / "README.md").read_text()
+  assert "| cosine | 0.003 |" in readme and "| seesaw | 0.003 |" in readme
+  assert "fewer serial steps" in readme and "| ramp |" in readme
+  for name in ("seesaw_vs_cosine.png", "linear_regression.png"):
+    assert (workdir / "report" / name).stat().st_size > 0
+  os.remove(workdir / "report" / "README.md")
+  assert report.main(["report", str(workdir)]) == 0  # rebuilt from the rows alone
+  assert (workdir / "report" / "README.md").read_text() == readme
