@@ -23,4 +23,5 @@ if __name__ == "__main__":
   # Experiment protocols by name, imported when a config names one (training imports none).
   sys.exit(cli.main(sys.argv, protocols={"gap": "experiments.protocols:gap",
                                        "robustness": "experiments.protocols:robustness",
-                                       "seesaw": "experiments.protocols:seesaw"}))
+                                       "seesaw": "experiments.protocols:seesaw",
+                                       "cbs": "experiments.protocols:cbs"}))

@@ -27,6 +27,26 @@ def steps_to_target(history: list[dict], target: float, *, key: str = "loss") ->
   return None
 
 
+def steps_by_batch(rows: list[dict], cell: str, target: float) -> dict[int, tuple]:
+  """Per batch size of ``cell``'s rows: ``(S, rate, reached)``, the fewest steps to an eval loss
+  <= ``target`` over the rates (from each row's ``eval_curve``), the rate that took them, and
+  how many rates got there; ``(None, None, 0)`` where none did."""
+  found = {}
+  for row in rows:
+    if row["cell"] != cell:
+      continue
+    batch = int(row["values"]["train.global_batch"])
+    curve = [{"step": s, "eval_loss": v} for s, v in row.get("eval_curve") or []]
+    steps = steps_to_target(curve, target, key="eval_loss")
+    best, rate, reached = found.get(batch, (None, None, 0))
+    if steps is not None:
+      reached += 1
+      if best is None or steps < best:
+        best, rate = steps, float(row["values"]["optimizer.learning_rate"])
+    found[batch] = (best, rate, reached)
+  return dict(sorted(found.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class CriticalBatch:
   a: float  # steps no batch size removes

@@ -13,7 +13,8 @@ same ``DIR``, so a restart redoes no finished run. Split over machines (``sweep.
 each shard runs its share of the grid; run once more without a shard when all have finished to
 do the later stages and the report.
 
-``seesaw`` (``configs/seesaw.py``): the grid, then ``DIR/report/``.
+``seesaw`` (``configs/seesaw.py``) and ``cbs`` (``configs/cbs.py``): the grid, then
+``DIR/report/``.
 
 ``robustness`` (``configs/robustness.py``): the grid; then, as ``gap`` does, rates beyond a best
 at an edge; then seeds ``1 .. protocol.seeds`` of each (task, optimizer) at its best rate and at
@@ -61,6 +62,7 @@ _AXES = {  # the sweep keys each protocol's analysis tells runs apart by (others
     "gap": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
     "robustness": ({gap_lib.SEED}, {gap_lib.LR}),
     "seesaw": ({gap_lib.SEED, gap_lib.LR}, set()),
+    "cbs": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
 }
 
 
@@ -73,6 +75,15 @@ def _begin(name: str, config, workdir: str, allow_config_change: bool, **report_
     _check_number("seeds", p.seeds, low=1, integer=True)
     _check_number("edge_extensions", p.edge_extensions, low=0, integer=True)
     _check_number("grid_factor", p.grid_factor, low=1, low_open=True)
+  if name == "cbs":
+    _check_number("overhead", p.overhead, low=0, low_open=True)
+    cells = [cell for cell, _, _ in config.sweep.cells]
+    missing = sorted(set(cells) - set(p.targets))
+    if missing:
+      raise ValueError(f"protocol.targets has no target loss for {', '.join(missing)}: give "
+                       f"one per cell ({', '.join(cells)})")
+    for cell, target in p.targets.items():
+      _check_number(f"targets.{cell}", target, low=0, low_open=True)
   if name == "robustness":
     _check_number("overshoot", p.overshoot, low=1, low_open=True)
     _check_number("within", p.within, low=0, low_open=True)
@@ -237,4 +248,20 @@ def seesaw(config, workdir: str, *, prepared=None, shard=(0, 1),
     return None
   path = report.seesaw_report(workdir)
   print(report.seesaw_table_text(workdir), file=sys.stdout)
+  return path
+
+
+def cbs(config, workdir: str, *, prepared=None, shard=(0, 1),
+        allow_config_change: bool = False) -> str | None:
+  """Runs ``configs/cbs.py`` in ``workdir``: the grid (every batch size at every rate), then
+  ``DIR/report/`` (``experiments/report.py``: ``cbs_report``, from the rows' eval curves)."""
+  targets = dict(config.protocol.targets)
+  _begin("cbs", config, workdir, allow_config_change, targets=targets,
+         overhead=config.protocol.overhead)
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
+    return None
+  path = report.cbs_report(workdir, targets=targets, overhead=config.protocol.overhead)
+  print(report.cbs_table_text(workdir, targets=targets, overhead=config.protocol.overhead),
+        file=sys.stdout)
   return path

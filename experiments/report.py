@@ -373,8 +373,9 @@ def seesaw_report(workdir: str) -> str:
           "examples |", "| --- | --- | --- | --- | --- | --- |"]
   for cell, c in cells.items():
     m = robustness_lib.mean_interval(c["losses"])
-    text.append(f"| {cell} | {c['best']:g} | {_mean_text(m, 4)} ({len(c['losses'])}) | {_fmt(float(np.mean(c['train'])))} | "
-                f"{', '.join(map(str, c['steps']))} | {', '.join(map(str, c['examples']))} |")
+    text.append(f"| {cell} | {c['best']:g} | {_mean_text(m, 4)} ({len(c['losses'])}) | "
+                f"{_fmt(float(np.mean(c['train'])))} | {', '.join(map(str, c['steps']))} | "
+                f"{', '.join(map(str, c['examples']))} |")
   if {"cosine", "seesaw"} <= cells.keys():
     d = gap_lib.gap_at(cells["seesaw"]["losses"], cells["cosine"]["losses"], 0)
     fewer = 1 - cells["seesaw"]["steps"][0] / cells["cosine"]["steps"][0]
@@ -422,6 +423,103 @@ def seesaw_report(workdir: str) -> str:
   return path
 
 
+def _cbs(rows, targets: dict, overhead: float) -> dict:
+  """Per cell: S(B) with its rates, the fit (or ``None``), and for linear regression the exact
+  S(B) of SGD at the same rates and target."""
+  out = {}
+  for cell, target in targets.items():
+    found = batch_lib.steps_by_batch(rows, cell, float(target))
+    reached = {b: s for b, (s, _, _) in found.items() if s is not None}
+    fit = (batch_lib.fit_critical_batch(list(reached), list(reached.values()),
+                                        overhead=overhead) if len(reached) >= 2 else None)
+    exact = None
+    if cell == "linear":
+      rates = sorted({float(r["values"]["optimizer.learning_rate"]) for r in rows
+                      if r["cell"] == cell})
+      budget = max(r["examples_seen"] for r in rows if r["cell"] == cell)
+      exact = {b: batch_lib.steps_to_risk(batch_lib.linear_regression(dim=32), [b], rates,
+                                          float(target), max(1, budget // b))[b]
+               for b in found}
+    out[cell] = dict(target=float(target), found=found, fit=fit, exact=exact)
+  return out
+
+
+def cbs_table_text(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
+  lines = ["task | target | batch: steps to target (best rate) | fit S = a + b/B | B*"]
+  for cell, c in _cbs(training.read_results(workdir), targets, overhead).items():
+    pairs = ", ".join(f"{b}: {s if s is not None else '-'}" + (f" ({r:g})" if r else "")
+                      for b, (s, r, _) in c["found"].items())
+    fit = c["fit"]
+    fit_text = f"a = {fit.a:.1f}, b = {fit.b:.0f}" if fit else "-"
+    lines.append(f"{cell} | {c['target']:g} | {pairs} | {fit_text} | "
+                 f"{fit.batch:.1f}" if fit else f"{cell} | {c['target']:g} | {pairs} | - | -")
+  return "\n".join(lines)
+
+
+def cbs_report(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
+  """Writes the critical-batch-size report in ``DIR/report/``; returns the README's path."""
+  rows = training.read_results(workdir)
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  cells = _cbs(rows, targets, overhead)
+  text = ["# Critical batch size", "",
+          f"{len(rows)} runs from `{workdir}`. S(B) is the fewest steps to an eval loss at or "
+          "below the task's target, least over the constant rates tried (the rate in brackets; "
+          "the count of rates that reached it after the slash); S = a + b/B is fitted in log S "
+          f"over the batch sizes that reached it; B* = {overhead:g} b / a is where S is "
+          f"{overhead:.0%} above linear scaling b/B.", ""]
+  for cell, c in cells.items():
+    text += [f"## {cell} (target {c['target']:g})", "",
+             "| batch | S(B) (rate / rates reaching) | fit a + b/B |"
+             + (" exact S(B), SGD's expected risk (rate) |" if c["exact"] else ""),
+             "| --- | --- | --- |" + (" --- |" if c["exact"] else "")]
+    for b, (steps, rate, reached) in c["found"].items():
+      fitted = f"{float(c['fit'].steps(b)):.1f}" if c["fit"] else "-"
+      row = (f"| {b} | {steps if steps is not None else 'not reached'}"
+             + (f" ({rate:g} / {reached})" if steps is not None else "") + f" | {fitted} |")
+      if c["exact"]:
+        e_steps, e_rate = c["exact"][b]
+        row += f" {e_steps if e_steps is not None else 'not reached'}" + (
+            f" ({e_rate:g}) |" if e_steps is not None else " |")
+      text.append(row)
+    fit = c["fit"]
+    text += ["", (f"Fit: a = {fit.a:.2f} steps, b = {fit.b:.1f} steps x examples; "
+                  f"**B\\* = {fit.batch:.1f}**" if fit else
+                  "Fewer than two batch sizes reached the target: no fit.")]
+    if c["exact"]:
+      exact = {b: s for b, (s, _) in c["exact"].items() if s is not None}
+      if len(exact) >= 2:
+        efit = batch_lib.fit_critical_batch(list(exact), list(exact.values()),
+                                            overhead=overhead)
+        text.append(f"Exact (expected risk, same rates and target): a = {efit.a:.2f}, "
+                    f"b = {efit.b:.1f}; B\\* = {efit.batch:.1f}.")
+    text += ["", f"![{cell}](steps_vs_batch_{cell}.png)", ""]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    reached = {b: s for b, (s, _, _) in c["found"].items() if s is not None}
+    if reached:
+      ax.plot(list(reached), list(reached.values()), "o", label="measured S(B)")
+    if c["exact"]:
+      exact = {b: s for b, (s, _) in c["exact"].items() if s is not None}
+      ax.plot(list(exact), list(exact.values()), "s", mfc="none", label="exact (SGD theory)")
+    if fit:
+      grid = np.geomspace(min(c["found"]), max(c["found"]), 100)
+      ax.plot(grid, fit.steps(grid), "-", label="a + b/B")
+      ax.plot(grid, fit.b / grid, ":", label="linear scaling b/B")
+      ax.axvline(fit.batch, color="grey", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="batch size", ylabel=f"steps to eval loss {c['target']:g}", title=cell)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"steps_vs_batch_{cell}.png"), dpi=120)
+    plt.close(fig)
+  path = os.path.join(out, "README.md")
+  with open(path, "w") as f:
+    f.write("\n".join(text))
+  return path
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or not os.path.isdir(argv[1]):
     print("usage: python -m experiments.report DIR (a sweep's workdir)", file=sys.stderr)
@@ -431,7 +529,8 @@ def main(argv: list[str]) -> int:
     return 2
   marker = _marker(argv[1])
   name = marker["name"]
-  reports = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report}
+  reports = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report,
+             "cbs": cbs_report}
   if name not in reports:
     print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
           f"{', '.join(reports)}", file=sys.stderr)

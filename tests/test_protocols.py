@@ -160,3 +160,43 @@ def test_the_seesaw_protocol_compares_both_schedules_and_reports(tmp_path, capsy
   os.remove(workdir / "report" / "README.md")
   assert report.main(["report", str(workdir)]) == 0  # rebuilt from the rows alone
   assert (workdir / "report" / "README.md").read_text() == readme
+
+
+def test_cbs_needs_a_target_per_cell(tmp_path):
+  from configs import cbs as cbs_config
+  config = cbs_config.get_config("smoke")
+  with config.unlocked():
+    del config.protocol.targets["gpt"]
+  with pytest.raises(ValueError, match="protocol.targets has no target loss for gpt"):
+    protocols.cbs(config, str(tmp_path / "cbs"))
+  assert not (tmp_path / "cbs").exists()
+
+
+def test_steps_by_batch_takes_the_least_over_rates_from_the_eval_curves():
+  from experiments import batch_size as cbs
+  row = lambda batch, lr, curve: {"cell": "t", "values": {"train.global_batch": batch,
+                                                          "optimizer.learning_rate": lr},
+                                  "eval_curve": curve}
+  rows = [row(8, 0.1, [[2, 3.0], [4, 2.4], [6, 1.9]]), row(8, 0.2, [[2, 2.5], [4, 1.8]]),
+          row(16, 0.1, [[2, 2.9], [4, 2.5]]), row(16, 0.2, [[2, 2.2], [4, 2.05]]),
+          {**row(8, 0.4, None), "cell": "other"}]
+  assert cbs.steps_by_batch(rows, "t", 2.0) == {8: (4, 0.2, 2), 16: (None, None, 0)}
+
+
+@pytest.mark.slow  # twelve short runs
+def test_the_cbs_protocol_reports_steps_to_target_and_the_exact_linear_steps(tmp_path, capsys):
+  from experiments import report
+  workdir = tmp_path / "cbs"
+  code = cli.main(["train.py", f"--config={ROOT / 'configs/cbs.py'}:smoke",
+                   f"--workdir={workdir}"], protocols={"cbs": "experiments.protocols:cbs"})
+  out = capsys.readouterr().out
+  assert code == 0 and "cbs protocol done" in out, out[-2000:]
+  rows = training.read_results(str(workdir))
+  assert all(len(r["eval_curve"]) == r["steps"] // 2 for r in rows)  # every 2 steps
+  readme = (workdir / "report" / "README.md").read_text()
+  assert "## linear (target 0.16)" in readme and "exact S(B)" in readme
+  for name in ("steps_vs_batch_linear.png", "steps_vs_batch_gpt.png"):
+    assert (workdir / "report" / name).stat().st_size > 0
+  os.remove(workdir / "report" / "README.md")
+  assert report.main(["report", str(workdir)]) == 0
+  assert (workdir / "report" / "README.md").read_text() == readme

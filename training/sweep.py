@@ -304,6 +304,9 @@ def _row(run: Run, summary: dict, run_dir: str) -> dict:
       "initial_loss": finite[0] if finite else None,
       "num_params": summary["num_params"],
   }
+  evals = [[r["step"], records.plain(r["eval_loss"])] for r in history if "eval_loss" in r]
+  if len(evals) > 1:  # evaluated along the way: the curve (steps to a target are read from it)
+    row["eval_curve"] = evals
   return {k: records.plain(v) if isinstance(v, float) else v for k, v in row.items()}
 
 
