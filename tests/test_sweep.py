@@ -1,6 +1,7 @@
 """Sweeps (training/sweep.py): grouping by compiled program, rows, restarts and bad input."""
 
 import errno
+import io
 import json
 import os
 import signal
@@ -338,3 +339,26 @@ def test_the_gap_protocol_extends_edges_adds_seeds_and_reports(tmp_path, capsys)
   os.remove(workdir / "report" / "README.md")
   assert report.main(["report", str(workdir)]) == 0  # rebuilt from the rows alone
   assert (workdir / "report" / "README.md").read_text() == readme
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_the_sweep_s_progress_is_a_bar_on_a_terminal_and_lines_in_a_log():
+  rows = [{"run_id": f"r{i}", "status": s, "final_loss": f}
+          for i, (s, f) in enumerate((("ok", 2.5), ("diverged", None), ("ok", 1.5)))]
+  terminal, log = _Terminal(), io.StringIO()
+  bar = sweep._Report(4, rows[:1], True, lines=log, bar=terminal)
+  for row in rows[1:]:
+    bar.add(row)
+  bar.close()
+  shown = terminal.getvalue()
+  assert "sweep" in shown and "3/4" in shown and "1 diverged" in shown and "r2" in shown
+  assert log.getvalue() == ""
+  plain = sweep._Report(4, rows[:1], True, lines=log, bar=io.StringIO())
+  plain.add(rows[1])
+  assert log.getvalue().strip() == ("sweep: 2/4 done (1 diverged), 2 to go; "
+                                    "best final loss 2.5000 (r0)")
+  assert not sweep._Report(4, [], False, lines=log, bar=terminal).rows

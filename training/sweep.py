@@ -45,7 +45,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import jax
 import ml_collections
@@ -311,23 +310,44 @@ def _row(run: Run, summary: dict, run_dir: str) -> dict:
 
 
 class _Report:
-  """One line per finished run on stdout: done / diverged / remaining and the best so far."""
+  """The sweep's progress over runs: done / diverged / to go and the best so far, as a tqdm bar
+  when stderr is a terminal (each run's own bar clears when it ends), else one line per
+  finished run on stdout (a log file shows the sweep too)."""
 
-  def __init__(self, total: int, done: list[dict], enabled: bool):
+  def __init__(self, total: int, done: list[dict], enabled: bool, *, lines=None, bar=None):
     self.total, self.rows, self.enabled = total, list(done), enabled
-    self.t0 = time.perf_counter()
+    lines = sys.stdout if lines is None else lines
+    bar = sys.stderr if bar is None else bar
+    self._lines, self._bar = None, None
+    if enabled and bar.isatty():
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=len(done), unit="run", desc="sweep", file=bar,
+                       dynamic_ncols=True)
+      self._bar.set_postfix_str(self._status(), refresh=True)
+    elif enabled:
+      self._lines = lines
 
-  def add(self, row: dict) -> None:
-    self.rows.append(row)
-    if not self.enabled:
-      return
+  def _status(self) -> str:
     diverged = sum(r["status"] == "diverged" for r in self.rows)
     ok = [r for r in self.rows if r["status"] == "ok" and r["final_loss"] is not None]
     best = min(ok, key=lambda r: r["final_loss"], default=None)
-    best_text = (f"; best final loss {best['final_loss']:.4f} ({best['run_id']})"
-                 if best else "")
-    print(f"sweep: {len(self.rows)}/{self.total} done ({diverged} diverged), "
-          f"{self.total - len(self.rows)} to go{best_text}", file=sys.stdout, flush=True)
+    best_text = f"; best final loss {best['final_loss']:.4f} ({best['run_id']})" if best else ""
+    return f"{diverged} diverged{best_text}"
+
+  def add(self, row: dict) -> None:
+    self.rows.append(row)
+    if self._bar is not None:
+      self._bar.set_postfix_str(self._status(), refresh=False)
+      self._bar.update(1)
+    elif self._lines is not None:
+      diverged, _, best = self._status().partition(";")
+      print(f"sweep: {len(self.rows)}/{self.total} done ({diverged}), "
+            f"{self.total - len(self.rows)} to go{';' + best if best else ''}",
+            file=self._lines, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
 
 
 def prepare_sweep(config, workdir: str, *, shard: tuple[int, int] = (0, 1),
@@ -405,45 +425,48 @@ def _train_groups(prepared: list[tuple[Run, Setup]], workdir: str, path: str, *,
   done = {r["run_id"]: r for r in records.read_jsonl(path)}
   ids = {run.run_id for run, _ in prepared}
   report = _Report(len(prepared), [r for k, r in done.items() if k in ids], enabled=is_main)
-  groups: dict[str, list[tuple[Run, Setup]]] = {}
-  for run, setup in prepared:
-    groups.setdefault(program_key(setup.config), []).append((run, setup))
-  rows = list(report.rows)
-  os.makedirs(workdir, exist_ok=True)
-  for members in groups.values():
-    todo = [(run, setup) for run, setup in members
-            if run.run_id not in done and _finished(setup) is None]
-    if resolve_mode(mode, [s for _, s in todo]) == "vmap":
-      for run, setup in members:
-        if run.run_id not in done and (run, setup) not in todo:  # ended, killed before its row
-          rows.append(_write_row(run, _finished(setup), setup.workdir, path, is_main))
-          report.add(rows[-1])
-      for begin in range(0, len(todo), vmap_size):
-        chunk = todo[begin:begin + vmap_size]
-        run_ids = [run.run_id for run, _ in chunk]
-        summaries = vmapped.train_group(
-            [s for _, s in chunk], run_ids,
-            os.path.join(workdir, "groups", vmapped.group_id(run_ids)), programs=programs)
-        if summaries is None:
-          return rows
-        for (run, setup), summary in zip(chunk, summaries, strict=True):
-          rows.append(_write_row(run, summary, setup.workdir, path, is_main))
-          report.add(rows[-1])
-      continue
-    for run, setup in members:
-      if run.run_id in done:
+  try:
+    groups: dict[str, list[tuple[Run, Setup]]] = {}
+    for run, setup in prepared:
+      groups.setdefault(program_key(setup.config), []).append((run, setup))
+    rows = list(report.rows)
+    os.makedirs(workdir, exist_ok=True)
+    for members in groups.values():
+      todo = [(run, setup) for run, setup in members
+              if run.run_id not in done and _finished(setup) is None]
+      if resolve_mode(mode, [s for _, s in todo]) == "vmap":
+        for run, setup in members:
+          if run.run_id not in done and (run, setup) not in todo:  # ended, killed before its row
+            rows.append(_write_row(run, _finished(setup), setup.workdir, path, is_main))
+            report.add(rows[-1])
+        for begin in range(0, len(todo), vmap_size):
+          chunk = todo[begin:begin + vmap_size]
+          run_ids = [run.run_id for run, _ in chunk]
+          summaries = vmapped.train_group(
+              [s for _, s in chunk], run_ids,
+              os.path.join(workdir, "groups", vmapped.group_id(run_ids)), programs=programs)
+          if summaries is None:
+            return rows
+          for (run, setup), summary in zip(chunk, summaries, strict=True):
+            rows.append(_write_row(run, summary, setup.workdir, path, is_main))
+            report.add(rows[-1])
         continue
-      summary = _finished(setup)
-      if summary is None:
-        steps = _compiled(programs, setup)
-        own_init = lambda rng, example, setup=setup, init=steps.init: with_own_hyperparams(
-            init(rng, example), setup)
-        summary = execute(setup, steps=dataclasses.replace(steps, init=own_init), plot=False)
-        if summary["status"] == "preempted":
-          return rows
-      rows.append(_write_row(run, summary, setup.workdir, path, is_main))
-      report.add(rows[-1])
-  return rows
+      for run, setup in members:
+        if run.run_id in done:
+          continue
+        summary = _finished(setup)
+        if summary is None:
+          steps = _compiled(programs, setup)
+          own_init = lambda rng, example, setup=setup, init=steps.init: with_own_hyperparams(
+              init(rng, example), setup)
+          summary = execute(setup, steps=dataclasses.replace(steps, init=own_init), plot=False)
+          if summary["status"] == "preempted":
+            return rows
+        rows.append(_write_row(run, summary, setup.workdir, path, is_main))
+        report.add(rows[-1])
+    return rows
+  finally:
+    report.close()
 
 
 def _compiled(programs: dict, setup: Setup) -> Steps:
