@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.ramp.seq_len = 0  # the first stage's sequence length (0 = data.seq_len)
   c.train.ramp.max_batch = 0  # the largest global batch a ramp may ask for (0 = no cap)
   c.train.ramp.seesaw_alpha = 0.0  # > 1: Seesaw on the schedule (train.steps = the base run's)
+  c.train.ramp.adaptive_test = ""  # norm | inner_product | augmented: AdAdaGrad's batch growth
+  c.train.ramp.test_every = 10  # steps between adaptive tests
+  c.train.ramp.test_eta = 0.1  # the test's eta (theta = nu for the augmented test)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = 1  # devices over which parameters are sharded; the rest form the data axis

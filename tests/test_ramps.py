@@ -15,7 +15,8 @@ from training import ramps
 
 def _cfg(**kw):
   c = ml_collections.ConfigDict(dict(unit="steps", stages=(), seq_len=0, max_batch=0,
-                                     seesaw_alpha=0.0))
+                                     seesaw_alpha=0.0, adaptive_test="", test_every=10,
+                                     test_eta=0.1))
   c.update(kw)
   return c
 
@@ -219,3 +220,51 @@ def test_a_ramped_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
   assert loss_curve(cut) == loss_curve(whole)  # bit for bit
   assert [r["tokens_seen"] for r in read_metrics(cut)] == [
       r["tokens_seen"] for r in read_metrics(whole)]
+
+
+@pytest.mark.slow  # a GPT trained twice, with per-example gradients
+def test_an_adaptive_batch_grows_at_tests_only_and_resumes_exactly(tmp_path):
+  import shutil
+
+  import training
+  from conftest import read_metrics
+  from configs import quickstart
+  config = quickstart.get_config("smoke")
+  with config.unlocked():
+    config.train.num_microbatches = 2  # microbatches of 8 examples: the test's sample
+    config.train.ramp.adaptive_test = "norm"  # AdAdaGrad's norm test
+    config.train.ramp.test_every = 3  # at steps 0, 3, 6, ... (counted before the update)
+    config.train.ramp.test_eta = 0.2  # (loose enough to pass sometimes on this GPT)
+    config.train.ramp.max_batch = 48  # the cap
+    config.train.steps, config.train.checkpoint_every, config.train.log_every = 12, 4, 1
+  whole = tmp_path / "whole"
+  training.run(config, str(whole))
+  history = read_metrics(whole)
+  batches = [r["batch"] for r in history]
+  assert batches[0] == 16 and max(batches) > 16 and all(b <= 48 and b % 8 == 0 for b in batches)
+  # A test at step i (counted from 0, before its update) sets the batch of step i + 1.
+  for step, (before, after) in enumerate(zip(batches, batches[1:])):
+    assert after >= before and (after == before or step % 3 == 0), batches
+  assert [r["examples_seen"] for r in history] == list(np.cumsum(batches))
+  # Resumed from its checkpoint at step 8 (the later ones removed), the run draws the same
+  # batches and losses: the chosen batch is part of the checkpoint.
+  cut = tmp_path / "cut"
+  shutil.copytree(whole, cut)
+  for name in ("12",):
+    shutil.rmtree(cut / "checkpoints" / name)
+  os.remove(cut / "summary.json")
+  training.run(config, str(cut))
+  assert read_metrics(cut) == [{**r, "time_s": c["time_s"]}
+                               for r, c in zip(history, read_metrics(cut), strict=True)]
+
+
+def test_adaptive_batches_need_a_cap_and_no_other_ramp():
+  with pytest.raises(ValueError, match="max_batch=0 must cap an adaptive batch"):
+    ramps.build(_cfg(adaptive_test="norm"), steps=20, global_batch=8, micro_size=4, devices=1,
+                seq_len=0)
+  with pytest.raises(ValueError, match="adaptive_test is exclusive"):
+    ramps.build(_cfg(adaptive_test="norm", max_batch=32, stages=((5, 16, 0),)), steps=20,
+                global_batch=8, micro_size=4, devices=1, seq_len=0)
+  with pytest.raises(ValueError, match="adaptive_test='variance' must be one of norm"):
+    ramps.build(_cfg(adaptive_test="variance", max_batch=32), steps=20, global_batch=8,
+                micro_size=4, devices=1, seq_len=0)

@@ -84,3 +84,14 @@ def next_batch(current: int, wanted: float, *, multiple: int, cap: int) -> int:
   if math.isinf(wanted):  # a zero mean gradient: no batch is large enough
     return max(current, cap)
   return max(current, min(cap, multiple * math.ceil(wanted / multiple)))
+
+
+def compiled_test(name: str, eta: float, loss_fn, model):
+  """``test(params, model_state, batch, rng) -> the batch size`` the test ``name`` asks for
+  (``TESTS``; the augmented test takes theta = nu = ``eta``), jitted: one compile per batch
+  shape."""
+  tests = {"norm": lambda g: norm_test(g, eta),
+           "inner_product": lambda g: inner_product_test(g, eta),
+           "augmented": lambda g: augmented_test(g, eta, eta)}
+  return jax.jit(lambda params, model_state, batch, rng: tests[name](
+      per_example_grads(loss_fn, params, model_state, batch, rng, model=model)))

@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 import jax
 
+from training import batch_tests, records
 from training import batches as batches_lib
 from training import mesh as mesh_lib
-from training import records
 from training import workdir as workdir_lib
 from training.checkpointing import Checkpointer, is_disk_full, quiet_writer_failures
 from training.setup import Setup, init_state, prepare
@@ -123,13 +123,15 @@ def init_program(setup: Setup) -> Callable:
 
 @dataclasses.dataclass
 class Position:
-  """Where a run stands besides its state: examples drawn from the stream, seconds trained."""
+  """Where a run stands besides its state: examples drawn from the stream, seconds trained,
+  and the batch an adaptive test chose for the next step (0: no adaptive batch)."""
 
   examples_seen: int = 0
   time_s: float = 0.0
+  batch: int = 0
 
   def as_meta(self) -> dict:
-    return {"examples_seen": self.examples_seen, "time_s": self.time_s}
+    return {"examples_seen": self.examples_seen, "time_s": self.time_s, "batch": self.batch}
 
 
 def restore(checkpointer: Checkpointer, abstract) -> tuple[Any, Position] | None:
@@ -139,7 +141,8 @@ def restore(checkpointer: Checkpointer, abstract) -> tuple[Any, Position] | None
   if restored is None:
     return None
   tree, meta = restored
-  return tree, Position(int(meta["examples_seen"]), float(meta["time_s"]))
+  return tree, Position(int(meta["examples_seen"]), float(meta["time_s"]),
+                        int(meta.get("batch", 0)))
 
 
 def resume(setup: Setup, checkpointer: Checkpointer) -> tuple[TrainState, Position] | None:
@@ -351,14 +354,32 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
     evaluate_at = functools.partial(evaluate, steps, eval_set=source.eval_set(),
                                     eval_batch=cfg.train.eval_batch)
   micro_size = cfg.train.global_batch // cfg.train.num_microbatches
+  adaptive = ramp.adaptive
+  if adaptive is not None:
+    position.batch = position.batch or cfg.train.global_batch
+    test = batch_tests.compiled_test(adaptive.test, adaptive.eta, setup.loss_fn, setup.model)
+  testing = False
 
   def next_batch(step: int, seen: int):
-    stage = ramp.stage(step)  # the batch and length of this step (one stage without a ramp)
-    return batches_lib.train_batch(source, seen, stage.batch, stage.batch // micro_size,
-                                   steps.batch_sharding, stage.seq_len), stage.batch
+    nonlocal testing
+    # The batch and length of this step: its stage's, or the adaptive test's last choice.
+    stage = ramp.stage(step)
+    size = position.batch if adaptive is not None else stage.batch
+    testing = adaptive is not None and step % adaptive.every == 0
+    return batches_lib.train_batch(source, seen, size, size // micro_size,
+                                   steps.batch_sharding, stage.seq_len), size
 
-  # Each distinct batch shape compiles once, the first time a ramp's stage reaches it.
-  train = lambda state, batch: steps.for_shape(batch)(state, batch)
+  def train(state, batch):
+    size = jax.tree.leaves(batch)[0].shape[0] * micro_size
+    if testing:  # AdAdaGrad: tested at the step's point on its batch; sets the next batch
+      first = jax.tree.map(lambda x: x[0], batch)  # per-example gradients of one microbatch
+      wanted = float(test(state.params, state.model_state, first, state.rng))
+      position.batch = batch_tests.next_batch(size, wanted, multiple=micro_size,
+                                              cap=adaptive.max_batch)
+    # Each distinct batch shape compiles once, the first time the run reaches it.
+    state, metrics = steps.for_shape(batch)(state, batch)
+    return state, ({**metrics, "batch": size} if len(ramp.stages) > 1 or adaptive else metrics)
+
   status, state, step, step_time = run_steps(
       train, state, int(state.step), position, next_batch=next_batch, cadence=cadence,
       ledger=ledger, evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,

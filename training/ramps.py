@@ -55,6 +55,7 @@ class Ramp:
   stages: tuple[Stage, ...]
   total_steps: int
   lr_shape: Callable | None = None
+  adaptive: "Adaptive | None" = None  # the batch grows when a test fails (one stage then)
 
   def stage(self, step: int) -> Stage:
     index = int(np.searchsorted([s.step for s in self.stages], step, side="right")) - 1
@@ -87,6 +88,18 @@ class Ramp:
     drawn = jnp.asarray([self.examples_before(s.step) for s in self.stages], jnp.float32)
     index = jnp.maximum(jnp.sum(step >= starts) - 1, 0)
     return drawn[index] + (step - starts[index]) * batches[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class Adaptive:
+  """AdAdaGrad's batch growth (``training/batch_tests.py``): every ``every`` steps, ``test``
+  on the per-example gradients of the step's first microbatch; a failed test grows the next
+  batch to what it asks for, a multiple of the microbatch size, at most ``max_batch``."""
+
+  test: str  # norm | inner_product | augmented
+  eta: float  # the test's eta (theta = nu for the augmented test)
+  every: int
+  max_batch: int
 
 
 def _fail(key: str, problem: str) -> None:
@@ -129,6 +142,10 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
                      f"(data.seq_len; the model's positions are model.max_len)")
   if alpha and stages_cfg:
     _fail("seesaw_alpha", "and train.ramp.stages are exclusive: Seesaw makes its own stages")
+  adaptive = _adaptive(ramp_cfg, micro_size, global_batch)
+  if adaptive and (alpha or stages_cfg or first_seq):
+    _fail("adaptive_test", "is exclusive with train.ramp.stages, seq_len and seesaw_alpha: "
+                           "the test alone sets the batch")
 
   def check_batch(where: str, batch: int) -> None:
     if batch % micro_size:
@@ -147,7 +164,7 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
       raise ValueError("Seesaw needs the base learning-rate schedule")
     return _seesaw(first, float(alpha), cap, micro_size, steps, base_schedule, warmup_steps)
   if not stages_cfg:
-    return Ramp((first,), steps)
+    return Ramp((first,), steps, adaptive=adaptive)
   per_step = lambda stage: {"steps": 1, "examples": stage.batch,
                             "tokens": stage.batch * stage.seq_len}[unit]
   stages, counted, previous_start = [first], 0, 0
@@ -179,6 +196,27 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
       _fail(where, f"starts at {start} {unit}, after the run's {steps} steps (train.steps)")
     stages.append(Stage(step, batch, length))
   return Ramp(tuple(stages), steps)
+
+
+def _adaptive(ramp_cfg, micro_size: int, global_batch: int) -> Adaptive | None:
+  from training import batch_tests  # noqa: PLC0415 -- JAX code for the loop, not for configs
+  name, every, eta, cap = (ramp_cfg.adaptive_test, ramp_cfg.test_every, ramp_cfg.test_eta,
+                           ramp_cfg.max_batch)
+  if name == "":
+    return None
+  if name not in batch_tests.TESTS:
+    _fail("adaptive_test", f"={name!r} must be one of {', '.join(batch_tests.TESTS)} or '' "
+                           f"(off)")
+  if not is_int(every) or every < 1:
+    _fail("test_every", f"={every!r} must be an integer >= 1 (steps between tests)")
+  if not is_number(eta) or not eta > 0:
+    _fail("test_eta", f"={eta!r} must be a number > 0")
+  if not cap or cap % micro_size or cap < global_batch:
+    _fail("max_batch", f"={cap} must cap an adaptive batch: a multiple of the microbatch size "
+                       f"{micro_size}, at least train.global_batch={global_batch}")
+  if micro_size < 2:
+    _fail("adaptive_test", "needs microbatches of two or more examples (the test's variances)")
+  return Adaptive(name, float(eta), every, cap)
 
 
 def _seesaw(first: Stage, alpha: float, cap: int, micro_size: int, base_steps: int,
