@@ -226,8 +226,9 @@ def test_a_ramped_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path):
 def test_an_adaptive_batch_grows_at_tests_only_and_resumes_exactly(tmp_path):
   import shutil
 
-  import training
   from conftest import read_metrics
+
+  import training
   from configs import quickstart
   config = quickstart.get_config("smoke")
   with config.unlocked():
