@@ -125,6 +125,7 @@ def _ramped(**train):
   return config
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_a_ramp_compiles_once_per_shape_and_counts_examples_and_tokens(tmp_path):
   import dataclasses
 

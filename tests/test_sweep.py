@@ -70,6 +70,7 @@ def _without_time(rows):
   return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_a_group_compiles_once_and_each_run_equals_its_own_run(config_file, tmp_path,
                                                                monkeypatch):
   compiled = []
@@ -122,6 +123,7 @@ def _vmapped(config, rates):
   return config
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_a_vmapped_group_compiles_once_equals_separate_runs_and_isolates_a_divergence(
     config_file, tmp_path, monkeypatch):
   compiled = []
@@ -151,6 +153,7 @@ def test_a_vmapped_group_compiles_once_equals_separate_runs_and_isolates_a_diver
                                  loss_curve(alone), rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_a_preempted_vmapped_group_resumes_to_the_uninterrupted_losses(config_file, tmp_path,
                                                                        monkeypatch):
   config = _vmapped(_load(config_file), (0.05, 0.1))
@@ -178,6 +181,7 @@ def test_a_preempted_vmapped_group_resumes_to_the_uninterrupted_losses(config_fi
                                   loss_curve(tmp_path / "whole" / "runs" / row["run_id"]))
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_a_full_disk_under_a_vmapped_groups_records_ends_in_one_line_and_it_resumes(
     config_file, tmp_path, monkeypatch):
   config, workdir = _vmapped(_load(config_file), (0.05, 0.1)), str(tmp_path / "sweep")
@@ -280,6 +284,7 @@ def test_a_second_sweep_on_the_workdir_of_a_live_one_is_refused_before_compiling
   assert os.listdir(workdir) == ["lock"]  # no run folder, no row
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_shards_split_the_runs_and_the_rows_merge(config_file, tmp_path):
   config = _load(config_file)
   workdir = str(tmp_path / "sweep")

@@ -366,6 +366,7 @@ def test_rmspropw_sde_tracks_decoupled_weight_decay(problem, noise):
 # --- heavy tails -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_student_t_sde_tracks_signsgd_under_heavy_tails_and_the_gaussian_sde_does_not(problem):
   df = 3.0
   heavy = theory.student_t_noise(np.ones(4), df=df)
@@ -569,6 +570,7 @@ def test_adam_square_root_scaling_rule_keeps_the_stationary_loss(problem, noise)
 # --- a small network -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_sdes_track_optimizers_on_a_small_mlp():
   problem, x0 = theory.mlp_classification(hidden=(8,), num_examples=32)
   noise = theory.gaussian_noise(std=np.full(problem.dim, 0.05))

@@ -35,6 +35,7 @@ def _microbatched(batch, num_micro):
   return jax.tree.map(lambda x: x.reshape((num_micro, -1) + x.shape[1:]), batch)
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_1x32_and_4x8_microbatches_give_the_same_update():
   for opt, kwargs in (("sgd", dict(momentum=0.9)), ("adamw", dict(b1=0.9, b2=0.99))):
     _, source, state, step = _setup(opt, kwargs)
@@ -49,6 +50,7 @@ def test_1x32_and_4x8_microbatches_give_the_same_update():
     assert float(m1["update_norm"]) > 1e-3
 
 
+@pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_step_matches_a_hand_written_sgd_update():
   model, source, state, step = _setup("sgd")
   batch = source.examples(0, 32)
