@@ -245,7 +245,7 @@ def test_an_adaptive_batch_grows_at_tests_only_and_resumes_exactly(tmp_path):
   batches = [r["batch"] for r in history]
   assert batches[0] == 16 and max(batches) > 16 and all(b <= 48 and b % 8 == 0 for b in batches)
   # A test at step i (counted from 0, before its update) sets the batch of step i + 1.
-  for step, (before, after) in enumerate(zip(batches, batches[1:])):
+  for step, (before, after) in enumerate(zip(batches[:-1], batches[1:], strict=True)):
     assert after >= before and (after == before or step % 3 == 0), batches
   assert [r["examples_seen"] for r in history] == list(np.cumsum(batches))
   # Resumed from its checkpoint at step 8 (the later ones removed), the run draws the same
