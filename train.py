@@ -24,4 +24,5 @@ if __name__ == "__main__":
   sys.exit(cli.main(sys.argv, protocols={"gap": "experiments.protocols:gap",
                                        "robustness": "experiments.protocols:robustness",
                                        "seesaw": "experiments.protocols:seesaw",
-                                       "cbs": "experiments.protocols:cbs"}))
+                                       "cbs": "experiments.protocols:cbs",
+                                       "adaptive": "experiments.protocols:adaptive"}))

@@ -13,8 +13,8 @@ same ``DIR``, so a restart redoes no finished run. Split over machines (``sweep.
 each shard runs its share of the grid; run once more without a shard when all have finished to
 do the later stages and the report.
 
-``seesaw`` (``configs/seesaw.py``) and ``cbs`` (``configs/cbs.py``): the grid, then
-``DIR/report/``.
+``seesaw`` (``configs/seesaw.py``), ``cbs`` (``configs/cbs.py``) and ``adaptive``
+(``configs/adaptive_batch.py``): the grid, then ``DIR/report/``.
 
 ``robustness`` (``configs/robustness.py``): the grid; then, as ``gap`` does, rates beyond a best
 at an edge; then seeds ``1 .. protocol.seeds`` of each (task, optimizer) at its best rate and at
@@ -63,6 +63,7 @@ _AXES = {  # the sweep keys each protocol's analysis tells runs apart by (others
     "robustness": ({gap_lib.SEED}, {gap_lib.LR}),
     "seesaw": ({gap_lib.SEED, gap_lib.LR}, set()),
     "cbs": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
+    "adaptive": ({gap_lib.SEED, "train.ramp.test_eta"}, set()),
 }
 
 
@@ -264,4 +265,17 @@ def cbs(config, workdir: str, *, prepared=None, shard=(0, 1),
   path = report.cbs_report(workdir, targets=targets, overhead=config.protocol.overhead)
   print(report.cbs_table_text(workdir, targets=targets, overhead=config.protocol.overhead),
         file=sys.stdout)
+  return path
+
+
+def adaptive(config, workdir: str, *, prepared=None, shard=(0, 1),
+             allow_config_change: bool = False) -> str | None:
+  """Runs ``configs/adaptive_batch.py`` in ``workdir``: the grid, then ``DIR/report/``
+  (``experiments/report.py``: ``adaptive_report``, from the rows' batch curves)."""
+  _begin("adaptive", config, workdir, allow_config_change)
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
+    return None
+  path = report.adaptive_report(workdir)
+  print(report.adaptive_table_text(workdir), file=sys.stdout)
   return path

@@ -520,6 +520,77 @@ def cbs_report(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
   return path
 
 
+def _adaptive_rows(rows: list[dict]) -> dict:
+  by_cell = defaultdict(list)
+  for row in rows:
+    by_cell[row["cell"]].append(row)
+  return dict(sorted(by_cell.items()))
+
+
+def _eta(row: dict) -> str:
+  eta = row["values"].get("train.ramp.test_eta")
+  return "-" if eta is None else f"{eta:g}"
+
+
+def _batch_text(curve) -> str:
+  return " -> ".join(f"{b} (step {s})" for s, b in curve or [])
+
+
+def adaptive_table_text(workdir: str) -> str:
+  lines = ["cell | eta | seed | final loss | eval accuracy | examples | steps | batch over "
+           "training"]
+  for cell, rows in _adaptive_rows(training.read_results(workdir)).items():
+    for r in rows:
+      lines.append(f"{cell} | {_eta(r)} | {r['values'].get('seed', 0)} | "
+                   f"{_fmt(gap_lib.loss_of(r))} | "
+                   f"{_fmt(r['final_eval_accuracy'], 3)} | {r['examples_seen']} | {r['steps']} | "
+                   f"{_batch_text(r.get('batch_curve'))}")
+  return "\n".join(lines)
+
+
+def adaptive_report(workdir: str) -> str:
+  """Writes the adaptive-batch report in ``DIR/report/``; returns the README's path."""
+  rows = training.read_results(workdir)
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  cells = _adaptive_rows(rows)
+  text = ["# Adaptive batch sizes", "",
+          f"{len(rows)} runs from `{workdir}`. Each run starts at its config's batch; every "
+          "few steps the test reads the per-example gradients of the step's first microbatch "
+          "and, where it fails, the next batch grows to what it asks for (capped). The batch "
+          "column lists where it changed (the step it was first used at). The final loss is "
+          "the least training loss over the last 1% of steps.", "",
+          "| cell | eta | seed | final loss | eval accuracy | examples | steps | batch over "
+          "training |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for cell, cell_rows in cells.items():
+    for r in cell_rows:
+      text.append(f"| {cell} | {_eta(r)} | {r['values'].get('seed', 0)} | "
+                  f"{_fmt(gap_lib.loss_of(r))} | "
+                  f"{_fmt(r['final_eval_accuracy'], 3)} | {r['examples_seen']} | {r['steps']} "
+                  f"| {_batch_text(r.get('batch_curve'))} |")
+  text += ["", "![batch](batch_vs_step.png)", ""]
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  labelled = set()
+  for i, (cell, cell_rows) in enumerate(cells.items()):
+    for r in cell_rows:
+      curve, label = r.get("batch_curve") or [], f"{cell}, eta {_eta(r)}"
+      if curve and r["values"].get("seed", 0) == 0:  # one seed's curve per (cell, eta)
+        ax.step([s for s, _ in curve], [b for _, b in curve], where="post", color=f"C{i}",
+                alpha=0.8, label=None if label in labelled else label)
+        labelled.add(label)
+  ax.set_yscale("log", base=2)
+  ax.set(xlabel="step", ylabel="batch size")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "batch_vs_step.png"), dpi=120)
+  plt.close(fig)
+  path = os.path.join(out, "README.md")
+  with open(path, "w") as f:
+    f.write("\n".join(text))
+  return path
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or not os.path.isdir(argv[1]):
     print("usage: python -m experiments.report DIR (a sweep's workdir)", file=sys.stderr)
@@ -530,7 +601,7 @@ def main(argv: list[str]) -> int:
   marker = _marker(argv[1])
   name = marker["name"]
   reports = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report,
-             "cbs": cbs_report}
+             "cbs": cbs_report, "adaptive": adaptive_report}
   if name not in reports:
     print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
           f"{', '.join(reports)}", file=sys.stderr)

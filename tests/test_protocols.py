@@ -201,3 +201,29 @@ def test_the_cbs_protocol_reports_steps_to_target_and_the_exact_linear_steps(tmp
   os.remove(workdir / "report" / "README.md")
   assert report.main(["report", str(workdir)]) == 0
   assert (workdir / "report" / "README.md").read_text() == readme
+
+
+@pytest.mark.slow  # eight short MLP runs with per-example gradients
+def test_the_adaptive_protocol_reports_each_run_s_batch_over_training(tmp_path, capsys):
+  from experiments import report
+  workdir = tmp_path / "adaptive"
+  code = cli.main(["train.py", f"--config={ROOT / 'configs/adaptive_batch.py'}:smoke",
+                   f"--workdir={workdir}"],
+                  protocols={"adaptive": "experiments.protocols:adaptive"})
+  out = capsys.readouterr().out
+  assert code == 0 and "adaptive protocol done" in out, out[-2000:]
+  rows = training.read_results(str(workdir))
+  assert len(rows) == 8
+  for r in rows:
+    curve = r["batch_curve"]
+    batches = [b for _, b in curve]
+    assert curve[0] == [1, 8] and curve[-1][0] == 20 and batches == sorted(batches)
+    assert all(b % 8 == 0 and b <= 512 for b in batches)
+    # Examples drawn are the batches summed over the steps (a step uses the last change's).
+    batch_at = lambda step, curve=curve: [b for t, b in curve if t <= step][-1]
+    assert r["examples_seen"] == sum(batch_at(step) for step in range(1, 21))
+  readme = (workdir / "report" / "README.md").read_text()
+  assert "| adam-norm | 0.1 | 0 |" in readme and "| adagrad_norm-augmented | 1 | 0 |" in readme
+  os.remove(workdir / "report" / "README.md")
+  assert report.main(["report", str(workdir)]) == 0
+  assert (workdir / "report" / "README.md").read_text() == readme

@@ -306,6 +306,10 @@ def _row(run: Run, summary: dict, run_dir: str) -> dict:
   evals = [[r["step"], records.plain(r["eval_loss"])] for r in history if "eval_loss" in r]
   if len(evals) > 1:  # evaluated along the way: the curve (steps to a target are read from it)
     row["eval_curve"] = evals
+  batches = [[r["step"], r["batch"]] for r in history if "batch" in r]
+  if batches:  # a ramp's or an adaptive test's batch: where it changed, and the last step
+    row["batch_curve"] = [b for i, b in enumerate(batches)
+                          if i == 0 or b[1] != batches[i - 1][1] or i == len(batches) - 1]
   return {k: records.plain(v) if isinstance(v, float) else v for k, v in row.items()}
 
 
