@@ -25,4 +25,5 @@ if __name__ == "__main__":
                                        "robustness": "experiments.protocols:robustness",
                                        "seesaw": "experiments.protocols:seesaw",
                                        "cbs": "experiments.protocols:cbs",
-                                       "adaptive": "experiments.protocols:adaptive"}))
+                                       "adaptive": "experiments.protocols:adaptive",
+                                       "bst": "experiments.protocols:bst"}))

@@ -13,8 +13,9 @@ same ``DIR``, so a restart redoes no finished run. Split over machines (``sweep.
 each shard runs its share of the grid; run once more without a shard when all have finished to
 do the later stages and the report.
 
-``seesaw`` (``configs/seesaw.py``), ``cbs`` (``configs/cbs.py``) and ``adaptive``
-(``configs/adaptive_batch.py``): the grid, then ``DIR/report/``.
+``seesaw`` (``configs/seesaw.py``), ``cbs`` (``configs/cbs.py``), ``adaptive``
+(``configs/adaptive_batch.py``) and ``bst`` (``configs/bst.py``): the grid, then
+``DIR/report/``.
 
 ``robustness`` (``configs/robustness.py``): the grid; then, as ``gap`` does, rates beyond a best
 at an edge; then seeds ``1 .. protocol.seeds`` of each (task, optimizer) at its best rate and at
@@ -64,6 +65,7 @@ _AXES = {  # the sweep keys each protocol's analysis tells runs apart by (others
     "seesaw": ({gap_lib.SEED, gap_lib.LR}, set()),
     "cbs": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
     "adaptive": ({gap_lib.SEED, "train.ramp.test_eta"}, set()),
+    "bst": ({gap_lib.BATCH, gap_lib.SEED}, {gap_lib.LR}),
 }
 
 
@@ -278,4 +280,17 @@ def adaptive(config, workdir: str, *, prepared=None, shard=(0, 1),
     return None
   path = report.adaptive_report(workdir)
   print(report.adaptive_table_text(workdir), file=sys.stdout)
+  return path
+
+
+def bst(config, workdir: str, *, prepared=None, shard=(0, 1),
+        allow_config_change: bool = False) -> str | None:
+  """Runs ``configs/bst.py`` in ``workdir``: the grid (both budgets, every batch and stepsize),
+  then ``DIR/report/`` (``experiments/report.py``: ``bst_report``)."""
+  _begin("bst", config, workdir, allow_config_change)
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
+    return None
+  path = report.bst_report(workdir)
+  print(report.bst_table_text(workdir), file=sys.stdout)
   return path

@@ -591,6 +591,99 @@ def adaptive_report(workdir: str) -> str:
   return path
 
 
+def _bst(rows: list[dict]) -> dict:
+  """Per budget (cell): per batch size, the best eval loss over the stepsizes and its stepsize;
+  the budget's examples; the best batch."""
+  out = {}
+  for cell in sorted({r["cell"] for r in rows}):
+    curve = {}
+    for r in rows:
+      if r["cell"] != cell:
+        continue
+      batch, lr = int(r["values"][gap_lib.BATCH]), float(r["values"][gap_lib.LR])
+      loss = (float(r["final_eval_loss"]) if r["status"] == "ok"
+              and r.get("final_eval_loss") is not None else math.inf)
+      if batch not in curve or loss < curve[batch][0]:
+        curve[batch] = (loss, lr)
+    curve = dict(sorted(curve.items()))
+    best = min(curve, key=lambda b: curve[b][0])
+    examples = max(r["examples_seen"] for r in rows if r["cell"] == cell)
+    out[cell] = dict(curve=curve, best=best, examples=examples)
+  return out
+
+
+def _bst_transfer(cells: dict) -> dict | None:
+  """The rule from the smaller budget's best (batch, stepsize) to the larger budget."""
+  if len(cells) != 2:
+    return None
+  (small, a), (large, b) = sorted(cells.items(), key=lambda kv: kv[1]["examples"])
+  from theory import batch_size as theory_batch  # noqa: PLC0415 -- numpy only
+  rule = theory_batch.bst_transfer(a["best"], 1, a["curve"][a["best"]][1], a["examples"],
+                                   b["examples"])
+  exact = rule["exact_batch"]
+  nearest = min(b["curve"], key=lambda x: abs(math.log(x / exact)))
+  return dict(small=small, large=large, batch=exact, stepsize=rule["stepsize"], nearest=nearest,
+              measured=b["best"], measured_stepsize=b["curve"][b["best"]][1],
+              loss_at_nearest=b["curve"][nearest][0], best_loss=b["curve"][b["best"]][0])
+
+
+def bst_table_text(workdir: str) -> str:
+  cells = _bst(training.read_results(workdir))
+  lines = ["budget (examples) | batch: best eval loss (stepsize) | best batch"]
+  for cell, c in cells.items():
+    pairs = ", ".join(f"{b}: {_fmt(loss, 3)} ({lr:g})" for b, (loss, lr) in c["curve"].items())
+    lines.append(f"{cell} ({c['examples']}) | {pairs} | {c['best']}")
+  t = _bst_transfer(cells)
+  if t:
+    lines.append(f"rule from {t['small']}: B = {t['batch']:.1f}, stepsize {t['stepsize']:.3g}; "
+                 f"measured best at {t['large']}: B = {t['measured']}, stepsize "
+                 f"{t['measured_stepsize']:g}")
+  return "\n".join(lines)
+
+
+def bst_report(workdir: str) -> str:
+  """Writes the BST report in ``DIR/report/``; returns the README's path."""
+  rows = training.read_results(workdir)
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  cells = _bst(rows)
+  text = ["# The BST rule on our task", "",
+          f"{len(rows)} runs from `{workdir}`. Per budget, the final eval loss at each batch "
+          "size, best over the stepsizes tried (in brackets); steps = budget / batch.", "",
+          "| budget | examples | " + " | ".join(f"B = {b}" for b in
+                                                 next(iter(cells.values()))["curve"]) + " |",
+          "| --- | --- |" + " --- |" * len(next(iter(cells.values()))["curve"])]
+  for cell, c in cells.items():
+    text.append(f"| {cell} | {c['examples']} | " + " | ".join(
+        f"{_fmt(loss, 3)} ({lr:g})" for loss, lr in c["curve"].values()) + " |")
+  t = _bst_transfer(cells)
+  if t:
+    ratio = cells[t["large"]]["examples"] / cells[t["small"]]["examples"]
+    text += ["", f"The rule from {t['small']}'s best (B = {cells[t['small']]['best']}) to "
+             f"{ratio:g}x the budget: B = {t['batch']:.1f} (the grid's nearest: {t['nearest']}), "
+             f"stepsize {t['stepsize']:.3g}. Measured at {t['large']}: best B = {t['measured']} "
+             f"(stepsize {t['measured_stepsize']:g}), eval loss {_fmt(t['best_loss'], 3)}; at "
+             f"the rule's batch, {_fmt(t['loss_at_nearest'], 3)}."]
+  text += ["", "![bst](loss_vs_batch.png)", ""]
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for cell, c in cells.items():
+    ax.plot(list(c["curve"]), [loss for loss, _ in c["curve"].values()], "o-",
+            label=f"{cell} ({c['examples']} examples)")
+  if t:
+    ax.axvline(t["batch"], color="grey", ls=":", label=f"rule's B for {t['large']}")
+  ax.set_xscale("log", base=2)
+  ax.set(xlabel="batch size", ylabel="final eval loss (best stepsize)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "loss_vs_batch.png"), dpi=120)
+  plt.close(fig)
+  path = os.path.join(out, "README.md")
+  with open(path, "w") as f:
+    f.write("\n".join(text))
+  return path
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or not os.path.isdir(argv[1]):
     print("usage: python -m experiments.report DIR (a sweep's workdir)", file=sys.stderr)
@@ -601,7 +694,7 @@ def main(argv: list[str]) -> int:
   marker = _marker(argv[1])
   name = marker["name"]
   reports = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report,
-             "cbs": cbs_report, "adaptive": adaptive_report}
+             "cbs": cbs_report, "adaptive": adaptive_report, "bst": bst_report}
   if name not in reports:
     print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
           f"{', '.join(reports)}", file=sys.stderr)

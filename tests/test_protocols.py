@@ -227,3 +227,22 @@ def test_the_adaptive_protocol_reports_each_run_s_batch_over_training(tmp_path, 
   os.remove(workdir / "report" / "README.md")
   assert report.main(["report", str(workdir)]) == 0
   assert (workdir / "report" / "README.md").read_text() == readme
+
+
+def test_the_bst_report_transfers_the_small_budget_s_best_by_the_rule():
+  from experiments import report
+  row = lambda cell, batch, lr, loss, examples: {
+      "cell": cell, "status": "ok", "final_eval_loss": loss, "examples_seen": examples,
+      "values": {"train.global_batch": batch, "optimizer.learning_rate": lr}}
+  rows = [row("T0", 8, 1e-3, 3.0, 256), row("T0", 8, 3e-4, 3.1, 256),
+          row("T0", 32, 1e-3, 3.4, 256), row("T1", 8, 1e-3, 2.9, 1024),
+          row("T1", 16, 3e-4, 2.7, 1024), row("T1", 32, 1e-3, 2.8, 1024),
+          {**row("T1", 64, 1e-3, None, 1024), "status": "diverged"}]
+  cells = report._bst(rows)
+  assert cells["T0"]["best"] == 8 and cells["T1"]["best"] == 16
+  assert cells["T1"]["curve"][64][0] == float("inf")
+  t = report._bst_transfer(cells)
+  # B1 = 8 * 4^(2/3) = 20.16, run as 20; the stepsize 1e-3 * (20 / 8) / 4 follows it.
+  assert t["batch"] == pytest.approx(8 * 4 ** (2 / 3))
+  assert t["stepsize"] == pytest.approx(1e-3 * 20 / 8 / 4)
+  assert t["nearest"] == 16 and t["measured"] == 16 and t["loss_at_nearest"] == 2.7

@@ -201,6 +201,8 @@ def run_config(config, run: Run):
   """The plain (sweep-free) config of ``run``: its cell's base with the run's values set."""
   base, _, _ = _cells(config)[run.cell]
   budget, fraction = _budget(config)
+  if "sweep" in base and base.sweep.get("examples_budget", 0):
+    budget = _budget(base)[0]  # a whole-config cell's own budget (configs/bst.py: one a cell)
   cfg = copy.deepcopy(base)
   with cfg.unlocked():
     if "sweep" in cfg:

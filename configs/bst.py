@@ -1,0 +1,50 @@
+"""The BST rule tested on our task: Scion on the byte GPT at two token budgets, over batch sizes.
+
+    python train.py --config=configs/bst.py:mini --workdir=runs/bst    # minutes on a CPU
+    python train.py --config=configs/bst.py:smoke --workdir=/tmp/bst   # seconds, for tests
+
+At a fixed token budget the loss against the batch size should improve, level off, then
+degrade as the steps run short (Islamov et al., 2026, arXiv 2603.21191). Each budget (``T0``,
+and ``T1`` = 4 x T0) sweeps batch sizes over powers of two (steps = budget / B) and Scion's
+stepsize over a grid (constrained Scion, the nanoGPT radii; momentum 0.1; a warmup, then
+cosine to zero). The report (``experiments/protocols.py``: ``bst``) gives the best loss at each
+batch size per budget, and puts the rule's transfer from T0's best (B0, stepsize0) to T1 --
+B1 = B0 (T1/T0)^(2/3), stepsize1 = stepsize0 (B1/B0)(T0/T1) -- beside T1's measured best.
+"""
+
+import ml_collections
+
+from configs import modalities
+from configs.base import base_config, parse_variants, set_protocol_run, set_sweep
+
+
+def _cell(budget: int, smoke: bool):
+  c = modalities.get_config("language,gpt,smoke")
+  with c.unlocked():
+    set_protocol_run(
+        c, "scion",  # constrained Scion with the nanoGPT LMOs and radii
+        kwargs=dict(momentum=0.1),  # Scion's momentum: the weight on the new gradient
+        grad_clip_norm=0.0,  # no clipping: Scion's step is set by its LMO
+        warmup_steps=0)  # the sweep's warmup fraction sets it
+    c.sweep.examples_budget = budget  # this budget's sequences: steps = budget / B
+    if smoke:
+      c.model.depth = 1  # the smallest model that is still a transformer
+  return c
+
+
+def get_config(arg: str = "mini"):
+  smoke = "smoke" in parse_variants(arg, ("mini", "smoke"))
+  c = base_config()
+  t0 = 256 if smoke else 2048  # sequences of 32 tokens at T0
+  set_sweep(
+      c,
+      grid={"train.global_batch": (8, 32) if smoke else (8, 16, 32, 64, 128, 256),  # batches
+            "seed": (0,)},  # one seed (the grid is the measurement)
+      cells={"T0": _cell(t0, smoke),  # the tuned budget
+             "T1": _cell(4 * t0, smoke)},  # four times it
+      cell_axes={name: {"optimizer.learning_rate": (3e-4, 1e-3) if smoke else
+                        (1e-4, 3e-4, 1e-3, 3e-3)} for name in ("T0", "T1")},  # stepsizes
+      warmup_fraction=0.05)  # linear warmup over 5% of each run's steps
+  c.protocol = ml_collections.ConfigDict()
+  c.protocol.name = "bst"  # experiments/protocols.py: the grid, then the report
+  return c.lock()
