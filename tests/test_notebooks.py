@@ -86,3 +86,32 @@ def test_gap_notebook_rebuilds_the_study_from_a_results_file(tmp_path, monkeypat
   assert f"| {want:.4f} [" in line and "(3)" in line
   assert "language-gpt-beta0.9: B* = " in text  # the gap changes sign between B=8 and B=16
   assert "vision-vit-beta0.9: no crossover in range" in text
+
+
+def test_batch_size_notebook_rebuilds_the_figures_from_a_results_file(tmp_path, monkeypatch):
+  # Two tasks whose steps to target follow S = a + b/B exactly at five batch sizes.
+  rows = []
+  for cell, (a, b) in {"linear": (10.0, 800.0), "gpt": (40.0, 1600.0)}.items():
+    for batch in (8, 16, 32, 64, 128):
+      steps = int(round(a + b / batch))
+      curve = [[s, 1.0 if s >= steps else 2.0] for s in range(1, steps + 5)]
+      rows.append({"run_id": f"{cell}-{batch}", "cell": cell, "status": "ok",
+                   "values": {"train.global_batch": batch, "optimizer.learning_rate": 0.1,
+                              "seed": 0}, "eval_curve": curve})
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.writelines(json.dumps(row) + "\n" for row in rows)
+  with open(tmp_path / "protocol.json", "w") as f:
+    json.dump({"name": "cbs", "report": {"targets": {"linear": 1.5, "gpt": 1.5}}}, f)
+  monkeypatch.setenv("OPTLAB_CBS_RESULTS", str(tmp_path))
+  notebook = nbformat.read(ROOT / "notebooks" / "batch_size.ipynb", as_version=4)
+  NotebookClient(notebook, timeout=120, kernel_name="python3",
+                 resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+  outputs = [o for cell in notebook.cells if cell.cell_type == "code"
+             for o in cell.get("outputs", [])]
+  assert not [o for o in outputs if o.get("output_type") == "error"]
+  assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2
+  text = "\n".join([o.get("text", "") for o in outputs]
+                   + [o["data"]["text/markdown"] for o in outputs
+                      if "text/markdown" in o.get("data", {})])
+  assert "10 runs from" in text and "| 4x | 645 | 672 |" in text
+  assert "| gpt | 8 | 240 | 0.1 |" in text and "| linear | 128 | 16 | 0.1 |" in text
