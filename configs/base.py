@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Batch and sequence-length ramps (training/ramps.py): empty stages = one batch throughout.
   c.train.ramp = ml_collections.ConfigDict()
   c.train.ramp.unit = "steps"  # steps | examples | tokens: what a stage's start counts
-  c.train.ramp.stages = ()  # ((start, global_batch, seq_len), ...) after the first stage
+  c.train.ramp.stages = ()  # ((start, global_batch, seq_len[, lr_factor]), ...) after the first
   c.train.ramp.seq_len = 0  # the first stage's sequence length (0 = data.seq_len)
   c.train.ramp.max_batch = 0  # the largest global batch a ramp may ask for (0 = no cap)
   c.train.ramp.seesaw_alpha = 0.0  # > 1: Seesaw on the schedule (train.steps = the base run's)

@@ -285,12 +285,32 @@ def adaptive(config, workdir: str, *, prepared=None, shard=(0, 1),
 
 def bst(config, workdir: str, *, prepared=None, shard=(0, 1),
         allow_config_change: bool = False) -> str | None:
-  """Runs ``configs/bst.py`` in ``workdir``: the grid (both budgets, every batch and stepsize),
-  then ``DIR/report/`` (``experiments/report.py``: ``bst_report``)."""
+  """Runs ``configs/bst.py`` in ``workdir``: the grid (both budgets, every batch and stepsize);
+  then the paper's growing schedule at the larger budget (the smaller budget's best batch and
+  stepsize for its examples, then the rule's batch and stepsize for the rest); then
+  ``DIR/report/`` (``experiments/report.py``: ``bst_report``)."""
   _begin("bst", config, workdir, allow_config_change)
   kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
   if not _grid(config, workdir, prepared, kwargs, run_kwargs):
     return None
+  cells = report._bst(training.read_results(workdir))
+  transfer = report._bst_transfer(cells)
+  if transfer is not None:
+    small, large = cells[transfer["small"]], cells[transfer["large"]]
+    b0, lr0 = small["best"], small["curve"][small["best"]][1]
+    micro = min(small["curve"])  # the grid's smallest batch: a microbatch of every other
+    b1 = max(b0 + micro, micro * math.floor(transfer["batch"] / micro))
+    lr1 = lr0 * (b1 / b0) * (small["examples"] / large["examples"])  # Eq. 8 at the batch run
+    steps = small["examples"] // b0 + math.ceil((large["examples"] - small["examples"]) / b1)
+    print(f"bst: the growing schedule at {transfer['large']}: batch {b0} (stepsize {lr0:g}) for "
+          f"{small['examples']} examples, then {b1} (stepsize {lr1:.3g})", file=sys.stdout)
+    grow = [(transfer["large"], (
+        ("train.global_batch", b0), ("seed", 0), ("optimizer.learning_rate", lr0),
+        ("train.num_microbatches", b0 // micro), ("train.ramp.unit", "examples"),
+        ("train.ramp.stages", ((small["examples"], b1, 0, lr1 / lr0),)),
+        ("train.steps", steps)))]
+    if not _stage(_with_runs(config, grow), workdir, kwargs, run_kwargs):
+      return None
   path = report.bst_report(workdir)
   print(report.bst_table_text(workdir), file=sys.stdout)
   return path

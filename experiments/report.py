@@ -594,7 +594,8 @@ def adaptive_report(workdir: str) -> str:
 def _bst(rows: list[dict]) -> dict:
   """Per budget (cell): per batch size, the best eval loss over the stepsizes and its stepsize;
   the budget's examples; the best batch."""
-  out = {}
+  out, grown = {}, [r for r in rows if "train.ramp.stages" in r["values"]]
+  rows = [r for r in rows if "train.ramp.stages" not in r["values"]]
   for cell in sorted({r["cell"] for r in rows}):
     curve = {}
     for r in rows:
@@ -608,7 +609,8 @@ def _bst(rows: list[dict]) -> dict:
     curve = dict(sorted(curve.items()))
     best = min(curve, key=lambda b: curve[b][0])
     examples = max(r["examples_seen"] for r in rows if r["cell"] == cell)
-    out[cell] = dict(curve=curve, best=best, examples=examples)
+    grow = next((r for r in grown if r["cell"] == cell), None)
+    out[cell] = dict(curve=curve, best=best, examples=examples, grown=grow)
   return out
 
 
@@ -664,6 +666,17 @@ def bst_report(workdir: str) -> str:
              f"stepsize {t['stepsize']:.3g}. Measured at {t['large']}: best B = {t['measured']} "
              f"(stepsize {t['measured_stepsize']:g}), eval loss {_fmt(t['best_loss'], 3)}; at "
              f"the rule's batch, {_fmt(t['loss_at_nearest'], 3)}."]
+  for cell, c in cells.items():
+    if c["grown"] is not None:
+      r = c["grown"]
+      (start, b1, _, factor), = r["values"]["train.ramp.stages"]
+      b0, lr0 = r["values"][gap_lib.BATCH], r["values"][gap_lib.LR]
+      loss = r.get("final_eval_loss") if r["status"] == "ok" else None
+      text += ["", f"The growing schedule at {cell}: batch {b0} at stepsize {lr0:g} for the first "
+               f"{start} examples, then batch {b1} at {lr0 * factor:.3g} ({r['steps']} steps in "
+               f"all, {r['examples_seen']} examples): eval loss "
+               f"{_fmt(float(loss), 3) if loss is not None else r['status']}, against "
+               f"{_fmt(c['curve'][c['best']][0], 3)} for the best fixed batch ({c['best']})."]
   text += ["", "![bst](loss_vs_batch.png)", ""]
   plt = _plt()
   fig, ax = plt.subplots(figsize=(5.5, 3.8))

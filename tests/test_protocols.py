@@ -238,7 +238,11 @@ def test_the_bst_report_transfers_the_small_budget_s_best_by_the_rule():
           row("T0", 32, 1e-3, 3.4, 256), row("T1", 8, 1e-3, 2.9, 1024),
           row("T1", 16, 3e-4, 2.7, 1024), row("T1", 32, 1e-3, 2.8, 1024),
           {**row("T1", 64, 1e-3, None, 1024), "status": "diverged"}]
-  cells = report._bst(rows)
+  grown = row("T1", 8, 1e-3, 2.75, 1024)
+  grown["values"]["train.ramp.stages"] = [[256, 16, 0, 0.5]]
+  cells = report._bst([*rows, grown])
+  assert cells["T1"]["grown"] is grown and 8 in cells["T1"]["curve"]
+  assert cells["T1"]["curve"][8] == (2.9, 1e-3)  # the grown run is not a fixed-batch point
   assert cells["T0"]["best"] == 8 and cells["T1"]["best"] == 16
   assert cells["T1"]["curve"][64][0] == float("inf")
   t = report._bst_transfer(cells)

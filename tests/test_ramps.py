@@ -270,3 +270,18 @@ def test_adaptive_batches_need_a_cap_and_no_other_ramp():
   with pytest.raises(ValueError, match="adaptive_test='variance' must be one of norm"):
     ramps.build(_cfg(adaptive_test="variance", max_batch=32), steps=20, global_batch=8,
                 micro_size=4, devices=1, seq_len=0)
+
+
+def test_a_stage_s_rate_factor_scales_the_base_schedule_from_its_first_step():
+  base = optax.warmup_cosine_decay_schedule(0.0, 1.0, 2, 40, 0.0)
+  ramp = ramps.build(_cfg(unit="examples", stages=((64, 16, 0, 0.25), (200, 32, 0))), steps=40,
+                     global_batch=8, micro_size=8, devices=1, seq_len=0, base_schedule=base)
+  assert [(s.step, s.batch) for s in ramp.stages] == [(0, 8), (8, 16), (17, 32)]
+  lr_shape = jax.jit(ramp.lr_shape)
+  for step in range(40):
+    factor = 1.0 if step < 8 else 0.25  # a later stage without a factor keeps the last one
+    # float32 inside and outside jit: the cosine agrees to a few ulps, 1e-5 relative
+    assert float(lr_shape(step)) == pytest.approx(float(base(step)) * factor, rel=1e-5)
+  with pytest.raises(ValueError, match=r"stages\[0\].*rate factor > 0"):
+    ramps.build(_cfg(stages=((5, 16, 0, -1.0),)), steps=20, global_batch=8, micro_size=8,
+                devices=1, seq_len=0, base_schedule=base)

@@ -10,6 +10,7 @@ drawn) and a resumed run draws exactly the batches of an uninterrupted one. ``Ra
 the learning rate, all from the same stage table:
 
     config.train.ramp.stages = ((1000, 64, 256), (3000, 128, 256))   # from step 1000: batch 64
+    config.train.ramp.stages = ((1000, 64, 256, 0.5),)   # and half the rate from there on
 
 **Seesaw** (Meterez et al., 2025, arXiv 2510.14717): wherever the base schedule (the
 constant-batch run's, by examples drawn) would divide the learning rate by $\alpha$, divide it by
@@ -167,12 +168,16 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
     return Ramp((first,), steps, adaptive=adaptive)
   per_step = lambda stage: {"steps": 1, "examples": stage.batch,
                             "tokens": stage.batch * stage.seq_len}[unit]
-  stages, counted, previous_start = [first], 0, 0
+  stages, counted, previous_start, factors = [first], 0, 0, [1.0]
   for i, spec in enumerate(stages_cfg):
     where = f"stages[{i}]"
-    if not isinstance(spec, tuple | list) or len(spec) != 3 or not all(is_int(v) for v in spec):
-      _fail(where, f"={spec!r} must be (start, global_batch, seq_len), three integers")
-    start, batch, length = spec
+    if (not isinstance(spec, tuple | list) or len(spec) not in (3, 4)
+        or not all(is_int(v) for v in spec[:3])
+        or (len(spec) == 4 and not (is_number(spec[3]) and spec[3] > 0))):
+      _fail(where, f"={spec!r} must be (start, global_batch, seq_len[, lr_factor]): three "
+                   f"integers and a rate factor > 0")
+    start, batch, length = spec[:3]
+    factors.append(float(spec[3]) if len(spec) == 4 else factors[-1])
     length = length or seq_len
     if start <= previous_start:
       _fail(where, f"starts at {start} {unit}, not after the previous stage's start "
@@ -195,7 +200,17 @@ def build(ramp_cfg, *, steps: int, global_batch: int, micro_size: int, devices: 
     if step >= steps:
       _fail(where, f"starts at {start} {unit}, after the run's {steps} steps (train.steps)")
     stages.append(Stage(step, batch, length))
-  return Ramp(tuple(stages), steps)
+  ramp = Ramp(tuple(stages), steps)
+  if all(f == 1.0 for f in factors):
+    return ramp
+  if base_schedule is None:
+    raise ValueError("a ramp with rate factors needs the base learning-rate schedule")
+  # A stage's factor multiplies the base schedule from its first step on (the BST rule's
+  # restart at a new budget: a larger batch and its own stepsize).
+  starts = jnp.asarray([s.step for s in stages], jnp.int32)
+  scale = jnp.asarray(factors, jnp.float32)
+  lr_shape = lambda step: base_schedule(step) * scale[jnp.maximum(jnp.sum(step >= starts) - 1, 0)]
+  return dataclasses.replace(ramp, lr_shape=lr_shape)
 
 
 def _adaptive(ramp_cfg, micro_size: int, global_batch: int) -> Adaptive | None:

@@ -214,7 +214,9 @@ def run_config(config, run: Run):
       if not is_int(batch) or batch < 1:  # checked here, before the budget is divided by it
         raise ValueError(f"train.global_batch={batch!r} must be an integer >= 1 (sweep run "
                          f"{run.run_id})")
-      steps = budget // batch
+      # A run that sets its own steps (a ramp drawing the budget at several batch sizes)
+      # keeps them; the others take the budget's.
+      steps = run.values.get("train.steps", budget // batch)
       if steps < 1:
         raise ValueError(f"sweep.examples_budget={budget} is smaller than one batch of "
                          f"train.global_batch={cfg.train.global_batch} (run {run.run_id}): "
