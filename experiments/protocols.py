@@ -241,46 +241,50 @@ def robustness(config, workdir: str, *, prepared=None, shard=(0, 1),
   return path
 
 
+def _grid_then_report(name: str, config, workdir: str, *, prepared, shard,
+                      allow_config_change: bool, **report_args) -> str | None:
+  """The grid of the declared sweep, then the protocol's report (``None`` for a shard or a
+  preempted run)."""
+  _begin(name, config, workdir, allow_config_change, **report_args)
+  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
+  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
+    return None
+  return _report(name, workdir, report_args)
+
+
+def _report(name: str, workdir: str, report_args: dict) -> str:
+  """Writes the report of ``name`` and shows it (its text, without the figures' links)."""
+  path = report.REPORTS[name](workdir, **report_args)
+  with open(path) as f:
+    print("\n".join(line for line in f.read().splitlines() if not line.startswith("![")),
+          file=sys.stdout)
+  return path
+
+
 def seesaw(config, workdir: str, *, prepared=None, shard=(0, 1),
            allow_config_change: bool = False) -> str | None:
   """Runs ``configs/seesaw.py`` in ``workdir``: the grid (both schedules at every rate and
   seed), then ``DIR/report/`` (``experiments/report.py``: ``seesaw_report``)."""
-  _begin("seesaw", config, workdir, allow_config_change)
-  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
-  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
-    return None
-  path = report.seesaw_report(workdir)
-  print(report.seesaw_table_text(workdir), file=sys.stdout)
-  return path
+  return _grid_then_report("seesaw", config, workdir, prepared=prepared, shard=shard,
+                           allow_config_change=allow_config_change)
 
 
 def cbs(config, workdir: str, *, prepared=None, shard=(0, 1),
         allow_config_change: bool = False) -> str | None:
   """Runs ``configs/cbs.py`` in ``workdir``: the grid (every batch size at every rate), then
   ``DIR/report/`` (``experiments/report.py``: ``cbs_report``, from the rows' eval curves)."""
-  targets = dict(config.protocol.targets)
-  _begin("cbs", config, workdir, allow_config_change, targets=targets,
-         overhead=config.protocol.overhead)
-  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
-  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
-    return None
-  path = report.cbs_report(workdir, targets=targets, overhead=config.protocol.overhead)
-  print(report.cbs_table_text(workdir, targets=targets, overhead=config.protocol.overhead),
-        file=sys.stdout)
-  return path
+  return _grid_then_report("cbs", config, workdir, prepared=prepared, shard=shard,
+                           allow_config_change=allow_config_change,
+                           targets=dict(config.protocol.targets),
+                           overhead=config.protocol.overhead)
 
 
 def adaptive(config, workdir: str, *, prepared=None, shard=(0, 1),
              allow_config_change: bool = False) -> str | None:
   """Runs ``configs/adaptive_batch.py`` in ``workdir``: the grid, then ``DIR/report/``
   (``experiments/report.py``: ``adaptive_report``, from the rows' batch curves)."""
-  _begin("adaptive", config, workdir, allow_config_change)
-  kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
-  if not _grid(config, workdir, prepared, kwargs, run_kwargs):
-    return None
-  path = report.adaptive_report(workdir)
-  print(report.adaptive_table_text(workdir), file=sys.stdout)
-  return path
+  return _grid_then_report("adaptive", config, workdir, prepared=prepared, shard=shard,
+                           allow_config_change=allow_config_change)
 
 
 def bst(config, workdir: str, *, prepared=None, shard=(0, 1),
@@ -311,6 +315,4 @@ def bst(config, workdir: str, *, prepared=None, shard=(0, 1),
         ("train.steps", steps)))]
     if not _stage(_with_runs(config, grow), workdir, kwargs, run_kwargs):
       return None
-  path = report.bst_report(workdir)
-  print(report.bst_table_text(workdir), file=sys.stdout)
-  return path
+  return _report("bst", workdir, {})

@@ -344,21 +344,6 @@ def _seesaw_cells(rows: list[dict]) -> dict:
   return out
 
 
-def seesaw_table_text(workdir: str) -> str:
-  cells = _seesaw_cells(training.read_results(workdir))
-  lines = ["schedule | best rate | eval loss (seeds) | train loss, last 1% | steps | examples"]
-  for cell, c in cells.items():
-    lines.append(f"{cell} | {c['best']:g} | {_fmt(float(np.mean(c['losses'])))} "
-                 f"({len(c['losses'])}) | {_fmt(float(np.mean(c['train'])))} | "
-                 f"{', '.join(map(str, c['steps']))} | {', '.join(map(str, c['examples']))}")
-  if {"cosine", "seesaw"} <= cells.keys():
-    d = gap_lib.gap_at(cells["seesaw"]["losses"], cells["cosine"]["losses"], 0)
-    fewer = 1 - cells["seesaw"]["steps"][0] / cells["cosine"]["steps"][0]
-    lines.append(f"seesaw - cosine eval loss: {_fmt(d.gap)} [{_fmt(d.low)}, {_fmt(d.high)}]; "
-                 f"serial steps {fewer:.1%} fewer")
-  return "\n".join(lines)
-
-
 def seesaw_report(workdir: str) -> str:
   """Writes the Seesaw report in ``DIR/report/``; returns the README's path."""
   rows = training.read_results(workdir)
@@ -444,18 +429,6 @@ def _cbs(rows, targets: dict, overhead: float) -> dict:
   return out
 
 
-def cbs_table_text(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
-  lines = ["task | target | batch: steps to target (best rate) | fit S = a + b/B | B*"]
-  for cell, c in _cbs(training.read_results(workdir), targets, overhead).items():
-    pairs = ", ".join(f"{b}: {s if s is not None else '-'}" + (f" ({r:g})" if r else "")
-                      for b, (s, r, _) in c["found"].items())
-    fit = c["fit"]
-    fit_text = f"a = {fit.a:.1f}, b = {fit.b:.0f}" if fit else "-"
-    lines.append(f"{cell} | {c['target']:g} | {pairs} | {fit_text} | "
-                 f"{fit.batch:.1f}" if fit else f"{cell} | {c['target']:g} | {pairs} | - | -")
-  return "\n".join(lines)
-
-
 def cbs_report(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
   """Writes the critical-batch-size report in ``DIR/report/``; returns the README's path."""
   rows = training.read_results(workdir)
@@ -534,18 +507,6 @@ def _eta(row: dict) -> str:
 
 def _batch_text(curve) -> str:
   return " -> ".join(f"{b} (step {s})" for s, b in curve or [])
-
-
-def adaptive_table_text(workdir: str) -> str:
-  lines = ["cell | eta | seed | final loss | eval accuracy | examples | steps | batch over "
-           "training"]
-  for cell, rows in _adaptive_rows(training.read_results(workdir)).items():
-    for r in rows:
-      lines.append(f"{cell} | {_eta(r)} | {r['values'].get('seed', 0)} | "
-                   f"{_fmt(gap_lib.loss_of(r))} | "
-                   f"{_fmt(r['final_eval_accuracy'], 3)} | {r['examples_seen']} | {r['steps']} | "
-                   f"{_batch_text(r.get('batch_curve'))}")
-  return "\n".join(lines)
 
 
 def adaptive_report(workdir: str) -> str:
@@ -629,20 +590,6 @@ def _bst_transfer(cells: dict) -> dict | None:
               loss_at_nearest=b["curve"][nearest][0], best_loss=b["curve"][b["best"]][0])
 
 
-def bst_table_text(workdir: str) -> str:
-  cells = _bst(training.read_results(workdir))
-  lines = ["budget (examples) | batch: best eval loss (stepsize) | best batch"]
-  for cell, c in cells.items():
-    pairs = ", ".join(f"{b}: {_fmt(loss, 3)} ({lr:g})" for b, (loss, lr) in c["curve"].items())
-    lines.append(f"{cell} ({c['examples']}) | {pairs} | {c['best']}")
-  t = _bst_transfer(cells)
-  if t:
-    lines.append(f"rule from {t['small']}: B = {t['batch']:.1f}, stepsize {t['stepsize']:.3g}; "
-                 f"measured best at {t['large']}: B = {t['measured']}, stepsize "
-                 f"{t['measured_stepsize']:g}")
-  return "\n".join(lines)
-
-
 def bst_report(workdir: str) -> str:
   """Writes the BST report in ``DIR/report/``; returns the README's path."""
   rows = training.read_results(workdir)
@@ -697,6 +644,10 @@ def bst_report(workdir: str) -> str:
   return path
 
 
+REPORTS = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report,
+           "cbs": cbs_report, "adaptive": adaptive_report, "bst": bst_report}
+
+
 def main(argv: list[str]) -> int:
   if len(argv) != 2 or not os.path.isdir(argv[1]):
     print("usage: python -m experiments.report DIR (a sweep's workdir)", file=sys.stderr)
@@ -706,8 +657,7 @@ def main(argv: list[str]) -> int:
     return 2
   marker = _marker(argv[1])
   name = marker["name"]
-  reports = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report,
-             "cbs": cbs_report, "adaptive": adaptive_report, "bst": bst_report}
+  reports = REPORTS
   if name not in reports:
     print(f"optlab: error: {argv[1]}/protocol.json names {name!r}, not one of "
           f"{', '.join(reports)}", file=sys.stderr)
