@@ -114,10 +114,21 @@ def gap_report(workdir: str) -> str:
   text += ["", "![gap](gap_vs_batch.png)", "", "![loss](loss_vs_lr.png)", ""]
   _plot_gaps(gaps, os.path.join(out, "gap_vs_batch.png"), fits)
   _plot_losses(rows, os.path.join(out, "loss_vs_lr.png"))
+  return _write_readme(out, text)
+
+
+def _write_readme(out: str, text: list[str]) -> str:
+  """Writes a report's ``README.md`` in ``out``; returns its path."""
   path = os.path.join(out, "README.md")
   with open(path, "w") as f:
     f.write("\n".join(text))
   return path
+
+
+def _save(plt, fig, path: str) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 def _plt():
@@ -152,9 +163,7 @@ def _plot_gaps(gaps: dict, path: str, fits: dict | None = None) -> None:
   ax.set_ylabel("gap = L*(Adam) - L*(SGD)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(plt, fig, path)
 
 
 def _plot_losses(rows: list[dict], path: str) -> None:
@@ -187,9 +196,7 @@ def _plot_losses(rows: list[dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
   axes[0][0].set_ylabel("final loss (x: diverged)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(plt, fig, path)
 
 
 def _marker(workdir: str) -> dict:
@@ -293,10 +300,7 @@ def robustness_report(workdir: str, *, factor: float = 10.0, within: float = 0.1
   for task in tasks:
     _plot_robustness(task, {s.optimizer: (seed0[task, s.optimizer], s) for s in summaries
                             if s.task == task}, os.path.join(out, f"loss_vs_lr_{task}.png"))
-  path = os.path.join(out, "README.md")
-  with open(path, "w") as f:
-    f.write("\n".join(text))
-  return path
+  return _write_readme(out, text)
 
 
 def _plot_robustness(task: str, curves: dict, path: str) -> None:
@@ -320,9 +324,7 @@ def _plot_robustness(task: str, curves: dict, path: str) -> None:
   ax.set_ylabel("final loss (*: best, x: diverged)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(plt, fig, path)
 
 
 def _seesaw_cells(rows: list[dict]) -> dict:
@@ -390,22 +392,15 @@ def seesaw_report(workdir: str) -> str:
   ax.set_xscale("log")
   ax.set(xlabel="peak learning rate", ylabel="final eval loss")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "seesaw_vs_cosine.png"), dpi=120)
-  plt.close(fig)
+  _save(plt, fig, os.path.join(out, "seesaw_vs_cosine.png"))
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for name, (examples, risk) in curves.items():
     ax.plot(examples, risk - bayes, label=name)
   ax.set_yscale("log")
   ax.set(xlabel="examples", ylabel="excess risk (exact)")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "linear_regression.png"), dpi=120)
-  plt.close(fig)
-  path = os.path.join(out, "README.md")
-  with open(path, "w") as f:
-    f.write("\n".join(text))
-  return path
+  _save(plt, fig, os.path.join(out, "linear_regression.png"))
+  return _write_readme(out, text)
 
 
 def _cbs(rows, targets: dict, overhead: float) -> dict:
@@ -484,13 +479,8 @@ def cbs_report(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
     ax.set_yscale("log")
     ax.set(xlabel="batch size", ylabel=f"steps to eval loss {c['target']:g}", title=cell)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, f"steps_vs_batch_{cell}.png"), dpi=120)
-    plt.close(fig)
-  path = os.path.join(out, "README.md")
-  with open(path, "w") as f:
-    f.write("\n".join(text))
-  return path
+    _save(plt, fig, os.path.join(out, f"steps_vs_batch_{cell}.png"))
+  return _write_readme(out, text)
 
 
 def _adaptive_rows(rows: list[dict]) -> dict:
@@ -543,13 +533,8 @@ def adaptive_report(workdir: str) -> str:
   ax.set_yscale("log", base=2)
   ax.set(xlabel="step", ylabel="batch size")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "batch_vs_step.png"), dpi=120)
-  plt.close(fig)
-  path = os.path.join(out, "README.md")
-  with open(path, "w") as f:
-    f.write("\n".join(text))
-  return path
+  _save(plt, fig, os.path.join(out, "batch_vs_step.png"))
+  return _write_readme(out, text)
 
 
 def _bst(rows: list[dict]) -> dict:
@@ -635,13 +620,8 @@ def bst_report(workdir: str) -> str:
   ax.set_xscale("log", base=2)
   ax.set(xlabel="batch size", ylabel="final eval loss (best stepsize)")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "loss_vs_batch.png"), dpi=120)
-  plt.close(fig)
-  path = os.path.join(out, "README.md")
-  with open(path, "w") as f:
-    f.write("\n".join(text))
-  return path
+  _save(plt, fig, os.path.join(out, "loss_vs_batch.png"))
+  return _write_readme(out, text)
 
 
 REPORTS = {"gap": gap_report, "robustness": robustness_report, "seesaw": seesaw_report,
