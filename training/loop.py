@@ -337,7 +337,8 @@ class _RunLedger:
 def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position, *,
                checkpointer: Checkpointer, writer: records.MetricWriter,
                progress: records.Progress, preemption: Preemption) -> LoopResult:
-  """Trains from ``state`` to ``train.steps``: logs, evaluates and checkpoints on schedule.
+  """Trains from ``state`` to the run's last step (``train.steps``, or a Seesaw ramp's): logs,
+  evaluates and checkpoints on schedule, each step at its ramp stage's batch and length.
 
   Metrics are fetched one step late (``run_steps``). A logged loss that is not finite or above
   ``train.divergence_loss`` stops the run as ``diverged``.
