@@ -59,9 +59,7 @@ def gap_table_text(workdir: str) -> str:
 
 def gap_report(workdir: str) -> str:
   """Writes ``DIR/report/`` from ``DIR/results*.jsonl``; returns the README's path."""
-  rows = training.read_results(workdir)
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  rows, out = _rows_and_folder(workdir)
   gaps = gap_lib.gaps(rows)
   best = gap_lib.best_over_grid(rows)
   text = ["# The Adam-SGD gap", "",
@@ -115,6 +113,13 @@ def gap_report(workdir: str) -> str:
   _plot_gaps(gaps, os.path.join(out, "gap_vs_batch.png"), fits)
   _plot_losses(rows, os.path.join(out, "loss_vs_lr.png"))
   return _write_readme(out, text)
+
+
+def _rows_and_folder(workdir: str) -> tuple[list[dict], str]:
+  """A study's rows (``DIR/results*.jsonl``) and its ``DIR/report/``, made."""
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  return training.read_results(workdir), out
 
 
 def _write_readme(out: str, text: list[str]) -> str:
@@ -256,9 +261,7 @@ def robustness_table_text(workdir: str, *, factor: float = 10.0, within: float =
 def robustness_report(workdir: str, *, factor: float = 10.0, within: float = 0.10) -> str:
   """Writes the learning-rate robustness report in ``DIR/report/`` (``configs/robustness.py``);
   returns the README's path."""
-  rows = training.read_results(workdir)
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  rows, out = _rows_and_folder(workdir)
   summaries = robustness_lib.summarize(rows, factor=factor, within=within)
   text = ["# Learning-rate robustness", "",
           f"{len(rows)} runs from `{workdir}`. A run's loss is the least training loss over its "
@@ -348,9 +351,7 @@ def _seesaw_cells(rows: list[dict]) -> dict:
 
 def seesaw_report(workdir: str) -> str:
   """Writes the Seesaw report in ``DIR/report/``; returns the README's path."""
-  rows = training.read_results(workdir)
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  rows, out = _rows_and_folder(workdir)
   cells = _seesaw_cells(rows)
   text = ["# Seesaw against cosine at equal examples", "",
           f"{len(rows)} runs from `{workdir}`. Each schedule's best peak rate is the one with "
@@ -426,9 +427,7 @@ def _cbs(rows, targets: dict, overhead: float) -> dict:
 
 def cbs_report(workdir: str, *, targets: dict, overhead: float = 0.2) -> str:
   """Writes the critical-batch-size report in ``DIR/report/``; returns the README's path."""
-  rows = training.read_results(workdir)
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  rows, out = _rows_and_folder(workdir)
   cells = _cbs(rows, targets, overhead)
   text = ["# Critical batch size", "",
           f"{len(rows)} runs from `{workdir}`. S(B) is the fewest steps to an eval loss at or "
@@ -501,9 +500,7 @@ def _batch_text(curve) -> str:
 
 def adaptive_report(workdir: str) -> str:
   """Writes the adaptive-batch report in ``DIR/report/``; returns the README's path."""
-  rows = training.read_results(workdir)
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  rows, out = _rows_and_folder(workdir)
   cells = _adaptive_rows(rows)
   text = ["# Adaptive batch sizes", "",
           f"{len(rows)} runs from `{workdir}`. Each run starts at its config's batch; every "
@@ -577,9 +574,7 @@ def _bst_transfer(cells: dict) -> dict | None:
 
 def bst_report(workdir: str) -> str:
   """Writes the BST report in ``DIR/report/``; returns the README's path."""
-  rows = training.read_results(workdir)
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  rows, out = _rows_and_folder(workdir)
   cells = _bst(rows)
   text = ["# The BST rule on our task", "",
           f"{len(rows)} runs from `{workdir}`. Per budget, the final eval loss at each batch "

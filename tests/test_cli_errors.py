@@ -220,3 +220,12 @@ def test_missing_tfds_dataset_names_dataset_folder_and_fix(capsys, tmp_path):
                f"--config.data.data_dir={empty}")
   assert "'mnist'" in line and str(empty / "mnist") in line and "tfds build mnist" in line
   _untouched(tmp_path / "run")
+
+
+def test_a_mistyped_section_names_the_top_level_keys():
+  from configs import quickstart
+  with pytest.raises(cli.UsageError) as e:
+    cli.check_overrides(quickstart.get_config("smoke"), ["train.py", "--config.trian.steps=3"])
+  message = str(e.value)
+  assert "did you mean train.steps" in message and "top-level keys: data," in message, message
+  assert "keys here: )" not in message

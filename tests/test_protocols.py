@@ -139,14 +139,28 @@ def test_a_study_with_other_protocol_settings_is_refused_unless_allowed(tmp_path
   assert marker["protocol"]["grid_factor"] == 2.0
 
 
+def _run_protocol(tmp_path, capsys, name: str, config: str):
+  """``train.py --config=configs/<config>.py:smoke`` through the protocol ``name``; its DIR."""
+  workdir = tmp_path / name
+  code = cli.main(["train.py", f"--config={ROOT / 'configs' / config}.py:smoke",
+                   f"--workdir={workdir}"], protocols={name: f"experiments.protocols:{name}"})
+  out = capsys.readouterr().out
+  assert code == 0 and f"{name} protocol done" in out, out[-2000:]
+  return workdir
+
+
+def _rebuilds_the_same_report(workdir) -> None:
+  """``python -m experiments.report DIR`` writes the README the protocol wrote, from rows alone."""
+  from experiments import report
+  readme = (workdir / "report" / "README.md").read_text()
+  os.remove(workdir / "report" / "README.md")
+  assert report.main(["report", str(workdir)]) == 0
+  assert (workdir / "report" / "README.md").read_text() == readme
+
+
 @pytest.mark.slow  # eight short GPT runs
 def test_the_seesaw_protocol_compares_both_schedules_and_reports(tmp_path, capsys):
-  from experiments import report
-  workdir = tmp_path / "seesaw"
-  code = cli.main(["train.py", f"--config={ROOT / 'configs/seesaw.py'}:smoke",
-                   f"--workdir={workdir}"], protocols={"seesaw": "experiments.protocols:seesaw"})
-  out = capsys.readouterr().out
-  assert code == 0 and "seesaw protocol done" in out, out[-2000:]
+  workdir = _run_protocol(tmp_path, capsys, "seesaw", "seesaw")
   rows = training.read_results(str(workdir))
   steps = {r["cell"]: r["steps"] for r in rows}
   examples = {r["cell"]: r["examples_seen"] for r in rows}
@@ -157,9 +171,7 @@ def test_the_seesaw_protocol_compares_both_schedules_and_reports(tmp_path, capsy
   assert "fewer serial steps" in readme and "| ramp |" in readme
   for name in ("seesaw_vs_cosine.png", "linear_regression.png"):
     assert (workdir / "report" / name).stat().st_size > 0
-  os.remove(workdir / "report" / "README.md")
-  assert report.main(["report", str(workdir)]) == 0  # rebuilt from the rows alone
-  assert (workdir / "report" / "README.md").read_text() == readme
+  _rebuilds_the_same_report(workdir)
 
 
 def test_cbs_needs_a_target_per_cell(tmp_path):
@@ -185,12 +197,7 @@ def test_steps_by_batch_takes_the_least_over_rates_from_the_eval_curves():
 
 @pytest.mark.slow  # twelve short runs
 def test_the_cbs_protocol_reports_steps_to_target_and_the_exact_linear_steps(tmp_path, capsys):
-  from experiments import report
-  workdir = tmp_path / "cbs"
-  code = cli.main(["train.py", f"--config={ROOT / 'configs/cbs.py'}:smoke",
-                   f"--workdir={workdir}"], protocols={"cbs": "experiments.protocols:cbs"})
-  out = capsys.readouterr().out
-  assert code == 0 and "cbs protocol done" in out, out[-2000:]
+  workdir = _run_protocol(tmp_path, capsys, "cbs", "cbs")
   rows = training.read_results(str(workdir))
   assert all(len(r["eval_curve"]) == r["steps"] // (1 if r["cell"] == "linear" else 2)
              for r in rows)  # every step (linear), every 2 (GPT)
@@ -198,20 +205,12 @@ def test_the_cbs_protocol_reports_steps_to_target_and_the_exact_linear_steps(tmp
   assert "## linear (target 0.16)" in readme and "exact S(B)" in readme
   for name in ("steps_vs_batch_linear.png", "steps_vs_batch_gpt.png"):
     assert (workdir / "report" / name).stat().st_size > 0
-  os.remove(workdir / "report" / "README.md")
-  assert report.main(["report", str(workdir)]) == 0
-  assert (workdir / "report" / "README.md").read_text() == readme
+  _rebuilds_the_same_report(workdir)
 
 
 @pytest.mark.slow  # eight short MLP runs with per-example gradients
 def test_the_adaptive_protocol_reports_each_run_s_batch_over_training(tmp_path, capsys):
-  from experiments import report
-  workdir = tmp_path / "adaptive"
-  code = cli.main(["train.py", f"--config={ROOT / 'configs/adaptive_batch.py'}:smoke",
-                   f"--workdir={workdir}"],
-                  protocols={"adaptive": "experiments.protocols:adaptive"})
-  out = capsys.readouterr().out
-  assert code == 0 and "adaptive protocol done" in out, out[-2000:]
+  workdir = _run_protocol(tmp_path, capsys, "adaptive", "adaptive_batch")
   rows = training.read_results(str(workdir))
   assert len(rows) == 8
   for r in rows:
@@ -224,9 +223,7 @@ def test_the_adaptive_protocol_reports_each_run_s_batch_over_training(tmp_path, 
     assert r["examples_seen"] == sum(batch_at(step) for step in range(1, 21))
   readme = (workdir / "report" / "README.md").read_text()
   assert "| adam-norm | 0.1 | 0 |" in readme and "| adagrad_norm-augmented | 1 | 0 |" in readme
-  os.remove(workdir / "report" / "README.md")
-  assert report.main(["report", str(workdir)]) == 0
-  assert (workdir / "report" / "README.md").read_text() == readme
+  _rebuilds_the_same_report(workdir)
 
 
 def test_the_bst_report_transfers_the_small_budget_s_best_by_the_rule():

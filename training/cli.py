@@ -104,7 +104,10 @@ def check_overrides(config, argv: list[str]) -> None:
       hint = f"; did you mean {' or '.join(close)}?" if close else ""
       parent = key.rpartition(".")[0]
       siblings = [k for k in keys if k.rpartition(".")[0] == parent]
-      raise UsageError(f"unknown config key {key!r}{hint} (keys here: {', '.join(siblings)})")
+      # A mistyped section has no keys of its own: name the top-level sections instead.
+      listed = (f"keys here: {', '.join(siblings)}" if siblings else
+                f"top-level keys: {', '.join(sorted({k.partition('.')[0] for k in keys}))}")
+      raise UsageError(f"unknown config key {key!r}{hint} ({listed})")
 
 
 def parse(argv: list[str]):
