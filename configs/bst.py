@@ -35,16 +35,23 @@ def _cell(budget: int, smoke: bool):
 def get_config(arg: str = "mini"):
   smoke = "smoke" in parse_variants(arg, ("mini", "smoke"))
   c = base_config()
-  t0 = 256 if smoke else 2048  # sequences of 32 tokens at T0
+  t0 = 64 if smoke else 2048  # sequences of 32 tokens at T0
   set_sweep(
       c,
-      grid={"train.global_batch": (8, 32) if smoke else (8, 16, 32, 64, 128, 256),  # batches
+      grid={"train.global_batch": (8, 16) if smoke else (8, 16, 32, 64, 128, 256),  # batches
             "seed": (0,)},  # one seed (the grid is the measurement)
       cells={"T0": _cell(t0, smoke),  # the tuned budget
              "T1": _cell(4 * t0, smoke)},  # four times it
-      cell_axes={name: {"optimizer.learning_rate": (3e-4, 1e-3) if smoke else
+      cell_axes={name: {"optimizer.learning_rate": (1e-3,) if smoke else
                         (1e-4, 3e-4, 1e-3, 3e-3)} for name in ("T0", "T1")},  # stepsizes
       warmup_fraction=0.05)  # linear warmup over 5% of each run's steps
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "bst"  # experiments/protocols.py: the grid, then the report
+  # The BST constants (experiments/bst_constants.py), measured along T0's best run at this many
+  # points (0: not measured): f and its gradient on full_batch sequences, the noise from draws
+  # batches of probe_batch sequences.
+  c.protocol.points = 2 if smoke else 8
+  c.protocol.full_batch = 16 if smoke else 256
+  c.protocol.probe_batch = 4 if smoke else 8
+  c.protocol.draws = 2 if smoke else 8
   return c.lock()

@@ -87,6 +87,11 @@ def _begin(name: str, config, workdir: str, allow_config_change: bool, **report_
                        f"one per cell ({', '.join(cells)})")
     for cell, target in p.targets.items():
       _check_number(f"targets.{cell}", target, low=0, low_open=True)
+  if name == "bst" and p.get("points", 0):
+    _check_number("points", p.points, low=2, integer=True)
+    _check_number("draws", p.draws, low=2, integer=True)
+    _check_number("probe_batch", p.probe_batch, low=1, integer=True)
+    _check_number("full_batch", p.full_batch, low=p.probe_batch + 1, integer=True)
   if name == "robustness":
     _check_number("overshoot", p.overshoot, low=1, low_open=True)
     _check_number("within", p.within, low=0, low_open=True)
@@ -287,12 +292,78 @@ def adaptive(config, workdir: str, *, prepared=None, shard=(0, 1),
                            allow_config_change=allow_config_change)
 
 
+def _bst_grown(small: dict, large: dict, transfer: dict, seq_len: int) -> list[tuple]:
+  """The paper's growing schedules at the larger budget, each a ramp over one run: the batch
+  alone (T0's best batch and stepsize for T0's examples, then the rule's), and the sequence
+  length with it (the rule applied at each stage's end: $BS \\propto t^{2/3}$ is half of T0's
+  at $t = T0/2^{3/2}$, so sequences of half the length until then, at the stepsize of Eq. 8
+  for that stage, $\\beta_0 (BS/B_0S_0)(T_0/t)$)."""
+  b0, lr0 = small["best"], small["curve"][small["best"]][1]
+  micro = min(small["curve"])  # the grid's smallest batch: a microbatch of every other
+  b1 = max(b0 + micro, micro * math.floor(transfer["batch"] / micro))
+  lr1 = lr0 * (b1 / b0) * (small["examples"] / large["examples"])  # Eq. 8 at the batch run
+  steps = small["examples"] // b0 + math.ceil((large["examples"] - small["examples"]) / b1)
+  print(f"bst: the growing schedule at {transfer['large']}: batch {b0} (stepsize {lr0:g}) for "
+        f"{small['examples']} examples, then {b1} (stepsize {lr1:.3g})", file=sys.stdout)
+  common = (("train.global_batch", b0), ("seed", 0), ("optimizer.learning_rate", lr0),
+            ("train.num_microbatches", b0 // micro))
+  grown = [common + (("train.ramp.unit", "examples"),
+                     ("train.ramp.stages", ((small["examples"], b1, 0, lr1 / lr0),)),
+                     ("train.steps", steps))]
+  if seq_len >= 2:
+    t0, t1 = small["examples"] * seq_len, large["examples"] * seq_len
+    short = seq_len // 2
+    t_half = int(t0 / 2**1.5) // (b0 * short) * (b0 * short)  # whole steps of the short stage
+    lr_short = lr0 * (short / seq_len) * (t0 / t_half)
+    steps = (t_half // (b0 * short) + math.ceil((t0 - t_half) / (b0 * seq_len))
+             + math.ceil((t1 - t0) / (b1 * seq_len)))
+    grown.append(common[:2] + (("optimizer.learning_rate", lr_short), common[3],
+                               ("train.ramp.unit", "tokens"), ("train.ramp.seq_len", short),
+                               ("train.ramp.stages", ((t_half, b0, seq_len, lr0 / lr_short),
+                                                      (t0, b1, seq_len, lr1 / lr_short))),
+                               ("train.steps", steps)))
+    print(f"bst: and with the sequence length: {b0} x {short} tokens (stepsize "
+          f"{lr_short:.3g}) for {t_half} tokens, then {b0} x {seq_len} to {t0}, then "
+          f"{b1} x {seq_len}", file=sys.stdout)
+  return [(transfer["large"], values) for values in grown]
+
+
+def _cell_config(config, name: str):
+  return next(c for cell, c, _ in config.sweep.cells if cell == name)
+
+
+def _bst_constants(config, workdir: str, small: dict, cell: str, f_star: float) -> dict:
+  """The BST constants measured along the smaller budget's best run (``DIR/bst_constants.json``;
+  measured once, read back on a restart)."""
+  path = os.path.join(workdir, "bst_constants.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  from experiments import bst_constants  # noqa: PLC0415 -- only this protocol needs it
+
+  run = copy.deepcopy(_cell_config(config, cell))
+  b0, lr0 = small["best"], small["curve"][small["best"]][1]
+  steps = small["examples"] // b0
+  with run.unlocked():
+    run.train.global_batch, run.train.num_microbatches = b0, 1
+    run.optimizer.learning_rate, run.train.steps = lr0, steps
+    run.optimizer.schedule.warmup_steps = int(config.sweep.get("warmup_fraction", 0.0) * steps)
+  p = config.protocol
+  measured = bst_constants.measure(run, points=p.points, full_batch=p.full_batch,
+                                   probe_batch=p.probe_batch, draws=p.draws, f_star=f_star)
+  measured.update(cell=cell, learning_rate=lr0)
+  with open(path + ".tmp", "w") as f:
+    json.dump(measured, f, indent=1)
+  os.replace(path + ".tmp", path)
+  return measured
+
+
 def bst(config, workdir: str, *, prepared=None, shard=(0, 1),
         allow_config_change: bool = False) -> str | None:
   """Runs ``configs/bst.py`` in ``workdir``: the grid (both budgets, every batch and stepsize);
-  then the paper's growing schedule at the larger budget (the smaller budget's best batch and
-  stepsize for its examples, then the rule's batch and stepsize for the rest); then
-  ``DIR/report/`` (``experiments/report.py``: ``bst_report``)."""
+  the BST constants measured along the smaller budget's best run; then the paper's growing
+  schedules at the larger budget (``_bst_grown``); then ``DIR/report/``
+  (``experiments/report.py``: ``bst_report``)."""
   _begin("bst", config, workdir, allow_config_change)
   kwargs, run_kwargs = _stage_kwargs(config, shard, allow_config_change)
   if not _grid(config, workdir, prepared, kwargs, run_kwargs):
@@ -301,18 +372,11 @@ def bst(config, workdir: str, *, prepared=None, shard=(0, 1),
   transfer = report._bst_transfer(cells)
   if transfer is not None:
     small, large = cells[transfer["small"]], cells[transfer["large"]]
-    b0, lr0 = small["best"], small["curve"][small["best"]][1]
-    micro = min(small["curve"])  # the grid's smallest batch: a microbatch of every other
-    b1 = max(b0 + micro, micro * math.floor(transfer["batch"] / micro))
-    lr1 = lr0 * (b1 / b0) * (small["examples"] / large["examples"])  # Eq. 8 at the batch run
-    steps = small["examples"] // b0 + math.ceil((large["examples"] - small["examples"]) / b1)
-    print(f"bst: the growing schedule at {transfer['large']}: batch {b0} (stepsize {lr0:g}) for "
-          f"{small['examples']} examples, then {b1} (stepsize {lr1:.3g})", file=sys.stdout)
-    grow = [(transfer["large"], (
-        ("train.global_batch", b0), ("seed", 0), ("optimizer.learning_rate", lr0),
-        ("train.num_microbatches", b0 // micro), ("train.ramp.unit", "examples"),
-        ("train.ramp.stages", ((small["examples"], b1, 0, lr1 / lr0),)),
-        ("train.steps", steps)))]
-    if not _stage(_with_runs(config, grow), workdir, kwargs, run_kwargs):
+    f_star = min(c["curve"][c["best"]][0] for c in cells.values())
+    if config.protocol.get("points", 0):
+      _bst_constants(config, workdir, small, transfer["small"], f_star)
+    seq_len = _cell_config(config, transfer["small"]).data.get("seq_len", 0)
+    if not _stage(_with_runs(config, _bst_grown(small, large, transfer, seq_len)), workdir,
+                  kwargs, run_kwargs):
       return None
   return _report("bst", workdir, {})

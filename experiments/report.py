@@ -552,8 +552,8 @@ def _bst(rows: list[dict]) -> dict:
     curve = dict(sorted(curve.items()))
     best = min(curve, key=lambda b: curve[b][0])
     examples = max(r["examples_seen"] for r in rows if r["cell"] == cell)
-    grow = next((r for r in grown if r["cell"] == cell), None)
-    out[cell] = dict(curve=curve, best=best, examples=examples, grown=grow)
+    out[cell] = dict(curve=curve, best=best, examples=examples,
+                     grown=[r for r in grown if r["cell"] == cell])
   return out
 
 
@@ -570,6 +570,51 @@ def _bst_transfer(cells: dict) -> dict | None:
   return dict(small=small, large=large, batch=exact, stepsize=rule["stepsize"], nearest=nearest,
               measured=b["best"], measured_stepsize=b["curve"][b["best"]][1],
               loss_at_nearest=b["curve"][nearest][0], best_loss=b["curve"][b["best"]][0])
+
+
+def _bst_stages_text(r: dict) -> str:
+  """A grown run's stages in words: batch x length (stepsize) from each stage's start."""
+  v = r["values"]
+  unit = v.get("train.ramp.unit", "steps")
+  seq = v.get("train.ramp.seq_len", 0)
+  lr0 = float(v[gap_lib.LR])
+  parts = [f"{v[gap_lib.BATCH]}" + (f" x {seq} tokens" if seq else "") + f" at {lr0:.3g}"]
+  for start, batch, length, *factor in v["train.ramp.stages"]:
+    parts.append(f"from {start} {unit}: {batch}" + (f" x {length} tokens" if length else "")
+                 + f" at {lr0 * (factor[0] if factor else 1.0):.3g}")
+  return "; ".join(parts) + f" ({r['steps']} steps)"
+
+
+def _bst_constants_text(workdir: str, cells: dict) -> dict:
+  """The measured constants (``DIR/bst_constants.json``) and where they put each budget's
+  regimes, beside the measured best batch; ``optima``: cell -> the constants' B*."""
+  path = os.path.join(workdir, "bst_constants.json")
+  if not os.path.exists(path):
+    return dict(text=[], optima={})
+  with open(path) as f:
+    m = json.load(f)
+  from theory import batch_size as theory_batch  # noqa: PLC0415 -- numpy only
+  seq = m["seq_len"]
+  text = ["", f"## The constants, measured along {m['cell']}'s best run", "",
+          f"B = {m['batch']}, stepsize {m['learning_rate']:g}, {m['steps']} steps, "
+          f"{len(m['points'])} points (`bst_constants.json`), in Scion's norm and its dual: "
+          f"L = {m['smoothness']:.4g} (largest one-step ratio), mu = {m['mu']:.4g} (least KL "
+          f"ratio, f* = {m['f_star']:.4g}: the best eval loss of the grid), "
+          f"rho sigma* = {m['rho_sigma']:.4g} (median; the dual-norm noise of one token), "
+          f"rho = {m['rho']:.4g} (its dual over Euclidean norm), sigma* = {m['sigma']:.4g}.",
+          "", "| budget | tokens | noise-dominated below B | B* (the rule's optimum) | "
+          "stepsize at B* | measured best B (stepsize) |", "| --- | --- | --- | --- | --- | --- |"]
+  optima = {}
+  for cell, c in cells.items():
+    tokens = c["examples"] * seq
+    r = theory_batch.bst_regimes(tokens, mu=m["mu"], rho_sigma=m["rho_sigma"],
+                                 smoothness=m["smoothness"])
+    optima[cell] = r["optimum"] / seq
+    text.append(f"| {cell} | {tokens} | {r['low'] / seq:.3g} | {r['optimum'] / seq:.3g} | "
+                f"{r['stepsize']:.3g} | {c['best']} ({c['curve'][c['best']][1]:g}) |")
+  text += ["", "The bound's unknown factors are taken as 1: the table tests whether the "
+           "measured constants put the optimum at the right magnitude."]
+  return dict(text=text, optima=optima)
 
 
 def bst_report(workdir: str) -> str:
@@ -594,16 +639,13 @@ def bst_report(workdir: str) -> str:
              f"(stepsize {t['measured_stepsize']:g}), eval loss {_fmt(t['best_loss'], 3)}; at "
              f"the rule's batch, {_fmt(t['loss_at_nearest'], 3)}."]
   for cell, c in cells.items():
-    if c["grown"] is not None:
-      r = c["grown"]
-      (start, b1, _, factor), = r["values"]["train.ramp.stages"]
-      b0, lr0 = r["values"][gap_lib.BATCH], r["values"][gap_lib.LR]
-      loss = r.get("final_eval_loss") if r["status"] == "ok" else None
-      text += ["", f"The growing schedule at {cell}: batch {b0} at stepsize {lr0:g} for the first "
-               f"{start} examples, then batch {b1} at {lr0 * factor:.3g} ({r['steps']} steps in "
-               f"all, {r['examples_seen']} examples): eval loss "
-               f"{_fmt(float(loss), 3) if loss is not None else r['status']}, against "
-               f"{_fmt(c['curve'][c['best']][0], 3)} for the best fixed batch ({c['best']})."]
+    for r in c["grown"]:
+      text += ["", f"A growing schedule at {cell}: {_bst_stages_text(r)}: eval loss "
+               f"{_fmt(float(r['final_eval_loss']), 3) if r['status'] == 'ok' else r['status']}"
+               f", against {_fmt(c['curve'][c['best']][0], 3)} for the best fixed batch "
+               f"({c['best']})."]
+  constants = _bst_constants_text(workdir, cells)
+  text += constants["text"]
   text += ["", "![bst](loss_vs_batch.png)", ""]
   plt = _plt()
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -612,6 +654,8 @@ def bst_report(workdir: str) -> str:
             label=f"{cell} ({c['examples']} examples)")
   if t:
     ax.axvline(t["batch"], color="grey", ls=":", label=f"rule's B for {t['large']}")
+  for (cell, batch), color in zip(constants["optima"].items(), ("C0", "C1", "C2"), strict=False):
+    ax.axvline(batch, color=color, ls="--", label=f"measured constants' B* ({cell})")
   ax.set_xscale("log", base=2)
   ax.set(xlabel="batch size", ylabel="final eval loss (best stepsize)")
   ax.legend(fontsize=8)

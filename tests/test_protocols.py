@@ -2,6 +2,7 @@
 and the checks ``experiments/protocols.py`` makes before anything compiles."""
 
 import json
+import math
 import os
 
 import pytest
@@ -238,7 +239,7 @@ def test_the_bst_report_transfers_the_small_budget_s_best_by_the_rule():
   grown = row("T1", 8, 1e-3, 2.75, 1024)
   grown["values"]["train.ramp.stages"] = [[256, 16, 0, 0.5]]
   cells = report._bst([*rows, grown])
-  assert cells["T1"]["grown"] is grown and 8 in cells["T1"]["curve"]
+  assert cells["T1"]["grown"] == [grown] and 8 in cells["T1"]["curve"]
   assert cells["T1"]["curve"][8] == (2.9, 1e-3)  # the grown run is not a fixed-batch point
   assert cells["T0"]["best"] == 8 and cells["T1"]["best"] == 16
   assert cells["T1"]["curve"][64][0] == float("inf")
@@ -247,3 +248,58 @@ def test_the_bst_report_transfers_the_small_budget_s_best_by_the_rule():
   assert t["batch"] == pytest.approx(8 * 4 ** (2 / 3))
   assert t["stepsize"] == pytest.approx(1e-3 * 20 / 8 / 4)
   assert t["nearest"] == 16 and t["measured"] == 16 and t["loss_at_nearest"] == 2.7
+
+
+def test_the_bst_growing_schedules_follow_the_rule_stage_by_stage():
+  small = {"best": 8, "curve": {8: (2.5, 1e-3), 16: (2.7, 1e-3)}, "examples": 64}
+  large = {"best": 8, "curve": {8: (2.2, 1e-3), 16: (2.3, 1e-3)}, "examples": 256}
+  transfer = {"small": "T0", "large": "T1", "batch": 8 * 4 ** (2 / 3)}  # 20.2
+  (cell_a, batch_only), (cell_b, both) = protocols._bst_grown(small, large, transfer, 32)
+  assert cell_a == cell_b == "T1"
+  a, b = dict(batch_only), dict(both)
+  # Batch only: B = 8 for T0's 64 examples, then 16 (20.2 down to a multiple of 8) at
+  # 1e-3 * (16 / 8) * (64 / 256) = 5e-4, a factor 0.5 on the first stage's rate.
+  assert a["train.ramp.stages"] == ((64, 16, 0, 0.5),) and a["train.steps"] == 8 + 12
+  # With the length: 8 x 16 tokens until BS is half of T0's optimum by BS ~ t^(2/3), i.e. at
+  # T0 / 2^1.5 = 724 tokens, 5 whole steps of 128 (640); the stepsize there is
+  # 1e-3 * (1/2) * (2048 / 640) (Eq. 8 at that stage's end), then T0's and the rule's.
+  t0, lr_short = 64 * 32, 1e-3 * 0.5 * 2048 / 640
+  assert b["train.ramp.seq_len"] == 16 and b["train.ramp.unit"] == "tokens"
+  assert b["optimizer.learning_rate"] == pytest.approx(lr_short)
+  (start1, b1, s1, f1), (start2, b2, s2, f2) = b["train.ramp.stages"]
+  assert (start1, b1, s1, start2, b2, s2) == (640, 8, 32, t0, 16, 32)
+  assert f1 * lr_short == pytest.approx(1e-3) and f2 * lr_short == pytest.approx(5e-4)
+  # Whole steps per stage: 5 short ones, ceil(1408 / 256) = 6 at T0's batch, then 12.
+  assert b["train.steps"] == 5 + 6 + 12
+
+
+def test_the_bst_constants_measured_on_a_tiny_run_and_their_report(tmp_path):
+  from configs import bst as bst_config
+  from experiments import bst_constants, report
+  cell = next(c for name, c, _ in bst_config.get_config("smoke").sweep.cells if name == "T0")
+  cell = cell.unlock()
+  cell.train.global_batch, cell.train.steps = 8, 6
+  cell.optimizer.learning_rate, cell.optimizer.schedule.warmup_steps = 1e-3, 0
+  m = bst_constants.measure(cell, points=2, full_batch=12, probe_batch=4, draws=2, f_star=0.0)
+  assert [p["step"] for p in m["points"]] == [0, 4]
+  for key in ("mu", "smoothness", "rho_sigma", "rho", "sigma"):
+    assert math.isfinite(m[key]) and m[key] > 0, key
+  # mu is the least KL ratio ||grad f||_* / (f - f*) over the points, L the largest ratio.
+  assert m["mu"] == min(p["grad_dual"] / p["loss"] for p in m["points"])
+  assert m["smoothness"] == max(p["smoothness"] for p in m["points"])
+  # The dual norm of the noise is radius-weighted (radii of 50 and 3000): far above Euclid's.
+  assert m["rho"] > 1 and m["rho_sigma"] == pytest.approx(
+      sorted(p["rho_sigma"] for p in m["points"])[0] / 2 + sorted(
+          p["rho_sigma"] for p in m["points"])[1] / 2)
+  m.update(cell="T0", learning_rate=1e-3)
+  with open(tmp_path / "bst_constants.json", "w") as f:
+    json.dump(m, f)
+  cells = {"T0": {"examples": 64, "best": 8, "curve": {8: (2.5, 1e-3)}}}
+  text = report._bst_constants_text(str(tmp_path), cells)
+  from theory import batch_size
+  r = batch_size.bst_regimes(64 * 32, mu=m["mu"], rho_sigma=m["rho_sigma"],
+                             smoothness=m["smoothness"])
+  assert text["optima"] == {"T0": pytest.approx(r["optimum"] / 32)}
+  assert "## The constants, measured along T0's best run" in text["text"]
+  with pytest.raises(ValueError, match="f_star=9.0 is not below any measured loss"):
+    bst_constants.measure(cell, points=2, full_batch=12, probe_batch=4, draws=2, f_star=9.0)

@@ -108,6 +108,35 @@ def bst_transfer(batch: int, seq_len: int, stepsize: float, tokens: float, new_t
                                     new_tokens))
 
 
+def bst_bound_terms(batch_seq, tokens: float, *, mu: float, rho_sigma: float,
+                    smoothness: float) -> np.ndarray:
+  """The three terms of the BST bound (module doc) at ``batch_seq`` tokens per step, with the
+  bound's unknown factors taken as 1: ``(..., 3)`` = (iteration-starved, batch-independent,
+  noise-dominated); the error is their largest."""
+  bs = np.asarray(batch_seq, np.float64)
+  t, mu, ns, lip = (_positive("tokens", tokens), _positive("mu", mu),
+                    _positive("rho_sigma", rho_sigma), _positive("smoothness", smoothness))
+  starved = lip * bs / (mu**2 * t)
+  flat = np.broadcast_to((lip * ns**2 / (mu**4 * t)) ** (1 / 3), bs.shape)
+  noisy = ns / (mu * (t**2 * bs) ** (1 / 6))
+  return np.stack([starved, flat, noisy], axis=-1)
+
+
+def bst_regimes(tokens: float, *, mu: float, rho_sigma: float, smoothness: float) -> dict:
+  r"""Where the measured constants put the BST regimes at a budget of ``tokens``.
+
+  With $\kappa = \mu\rho\sigma_\star/L$: noise-dominated below $BS = \kappa^2$,
+  batch-independent up to $BS^\star = (T\kappa)^{2/3}$ (Eq. 4, the largest batch that costs
+  nothing), iteration-starved above; the stepsize there is $\beta^\star = BS^\star/(\mu T)$
+  (Eq. 5 with its $\mu$: the contraction $\beta\mu$ per step over $T/BS$ steps), up to a
+  logarithm. Returns ``dict(low=, optimum=, stepsize=, kappa=)`` in tokens per step.
+  """
+  mu, t = _positive("mu", mu), _positive("tokens", tokens)
+  kappa = mu * _positive("rho_sigma", rho_sigma) / _positive("smoothness", smoothness)
+  optimum = (t * kappa) ** (2.0 / 3.0)
+  return dict(low=kappa**2, optimum=optimum, stepsize=optimum / (mu * t), kappa=kappa)
+
+
 def sgd_linear_regression_risk(eigenvalues, w_star, noise_std: float, learning_rates,
                                batches) -> np.ndarray:
   """The exact expected risk of SGD from $w = 0$ after each step (module doc).
