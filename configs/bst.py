@@ -1,6 +1,7 @@
 """The BST rule tested on our task: Scion on the byte GPT at two token budgets, over batch sizes.
 
     python train.py --config=configs/bst.py:mini --workdir=runs/bst    # minutes on a CPU
+    python train.py --config=configs/bst.py:small --workdir=runs/bst_small   # T0, B = 1 to 8
     python train.py --config=configs/bst.py:smoke --workdir=/tmp/bst   # seconds, for tests
 
 At a fixed token budget the loss against the batch size should improve, level off, then
@@ -33,17 +34,23 @@ def _cell(budget: int, smoke: bool):
 
 
 def get_config(arg: str = "mini"):
-  smoke = "smoke" in parse_variants(arg, ("mini", "smoke"))
+  variants = parse_variants(arg, ("mini", "smoke", "small"))
+  smoke, small = "smoke" in variants, "small" in variants
   c = base_config()
   t0 = 64 if smoke else 2048  # sequences of 32 tokens at T0
+  if small:  # T0 alone below and at mini's smallest batch: where the other regimes would be
+    batches, rates, cells = (1, 2, 4, 8), (3e-5, 1e-4, 3e-4, 1e-3), {"T0": _cell(t0, smoke)}
+  else:
+    batches = (8, 16) if smoke else (8, 16, 32, 64, 128, 256)
+    rates = (1e-3,) if smoke else (1e-4, 3e-4, 1e-3, 3e-3)
+    cells = {"T0": _cell(t0, smoke),  # the tuned budget
+             "T1": _cell(4 * t0, smoke)}  # four times it
   set_sweep(
       c,
-      grid={"train.global_batch": (8, 16) if smoke else (8, 16, 32, 64, 128, 256),  # batches
+      grid={"train.global_batch": batches,  # batch sizes
             "seed": (0,)},  # one seed (the grid is the measurement)
-      cells={"T0": _cell(t0, smoke),  # the tuned budget
-             "T1": _cell(4 * t0, smoke)},  # four times it
-      cell_axes={name: {"optimizer.learning_rate": (1e-3,) if smoke else
-                        (1e-4, 3e-4, 1e-3, 3e-3)} for name in ("T0", "T1")},  # stepsizes
+      cells=cells,
+      cell_axes={name: {"optimizer.learning_rate": rates} for name in cells},  # stepsizes
       warmup_fraction=0.05)  # linear warmup over 5% of each run's steps
   c.protocol = ml_collections.ConfigDict()
   c.protocol.name = "bst"  # experiments/protocols.py: the grid, then the report
