@@ -21,8 +21,19 @@ def parse_variants(arg: str, valid: tuple[str, ...]) -> set[str]:
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # seeds parameter init, the data order and the step rng
+  # Precision (models/layers.py DTYPES): activations and matmuls run in dtype; the loss,
+  # softmax and norm statistics in float32 whatever it is.
+  c.dtype = "float32"  # compute dtype: float32 | bfloat16
+  # Parameters are stored in param_dtype and cast to dtype at use, so gradients and optimizer
+  # state follow it: float32 keeps f32 master weights and f32 optimizer moments under bfloat16.
+  c.param_dtype = "float32"  # float32 | bfloat16 (pure low-precision training)
 
   c.model = ml_collections.ConfigDict()  # model.name picks from models.available(); rest = args
+  # Recompute each block's activations in the backward pass (jax.checkpoint) instead of storing
+  # them: less memory for about one more forward pass (models built of blocks; others refuse).
+  # XLA's CPU backend undoes it unless XLA_FLAGS has --xla_disable_hlo_passes=cse_barrier_expander
+  # (benchmarks/remat.py measures both).
+  c.model.remat = False  # rematerialise every block (models/gpt.py, vision.py, ...)
 
   c.data = ml_collections.ConfigDict()  # data.name picks from data.available(); rest = args
 
@@ -76,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed.cpu_collectives = "gloo"  # cross-process collectives on CPU hosts
 
   c.tensorboard = False  # also write TensorBoard event files (tensorboardX)
+  # A jax.profiler trace of steps start..stop (numbered as in metrics.jsonl, both included),
+  # written to WORKDIR/profile for TensorBoard's profile plugin or Perfetto.
+  c.profile_steps = ""  # "start,stop", e.g. "10,20" ("" = off)
 
   # A sweep (training/sweep.py; set_sweep fills it): empty for a single run.
   c.sweep = ml_collections.ConfigDict()

@@ -11,6 +11,8 @@ The contract every model keeps (``models.Model``, written out in ``models/contra
 * ``check()`` refuses a bad field before anything is compiled: a ``ValueError`` whose one line
   names ``model.<field>`` and what is accepted (``build`` calls it);
 * ``flops_per_example(example)`` gives the training FLOPs (forward and backward) of one example;
+* every model has the fields ``dtype`` (compute), ``param_dtype`` (storage) and ``remat``
+  (rematerialise each repeated block in the backward pass);
 * its parameter names follow the convention ``param_roles`` reads: ``*embedding*`` for input
   tables, the module ``head`` for the output layer, ``norm`` in the name of every
   normalisation module, ``bias`` / ``*_bias`` for offsets; other kernels of three or more
@@ -27,13 +29,14 @@ from models.dna import DNAConvNet
 from models.gated_conv import GatedConvLM
 from models.gnn import GNN, GraphTransformer
 from models.gpt import GPT
+from models.layers import DTYPES
 from models.linear import Linear
 from models.mlp import MLP
 from models.vision import CNN, ResNet, ResNet18, ResNet20, ResNet50, ViT
 
 __all__ = [
-    "CNN", "DNAConvNet", "GNN", "GPT", "GatedConvLM", "GraphTransformer", "Linear", "MLP", "Model",
-    "ROLES", "ResNet", "ResNet18", "ResNet20", "ResNet50", "ViT", "available", "build",
+    "CNN", "DNAConvNet", "DTYPES", "GNN", "GPT", "GatedConvLM", "GraphTransformer", "Linear", "MLP",
+    "Model", "ROLES", "ResNet", "ResNet18", "ResNet20", "ResNet50", "ViT", "available", "build",
     "param_roles",
 ]
 
@@ -60,9 +63,18 @@ def available() -> list[str]:
   return sorted(_MODELS)
 
 
-def build(cfg):
-  """Returns the Flax module named ``cfg.name`` built from the other fields of ``cfg``."""
+def build(cfg, **fields):
+  """Returns the Flax module named ``cfg.name`` built from the other fields of ``cfg``.
+
+  ``fields``: further module fields that are not in ``cfg`` (``training`` sets the compute
+  ``dtype`` and ``param_dtype`` from the config's top level this way); a field given both ways
+  is refused.
+  """
   kwargs = dict(cfg)
+  twice = sorted(set(kwargs) & set(fields))
+  if twice:
+    raise ValueError(f"model.{twice[0]} is set by the config's top level; remove it from model")
+  kwargs.update(fields)
   name = kwargs.pop("name")
   if name not in _MODELS:
     raise ValueError(f"unknown model {name!r}: valid names are {', '.join(available())}")

@@ -8,6 +8,7 @@ every model words them alike.
 
 from typing import Any, Protocol, runtime_checkable
 
+from models.layers import DTYPES
 from plain_numbers import is_int, is_number
 
 
@@ -27,6 +28,11 @@ class Model(Protocol):
   * ``flops_per_example(example)``: the training FLOPs (forward and backward, counted as
     6 x the multiply-adds of the matmuls and convolutions) of one example, where ``example`` is
     one example of the inputs without its batch axis.
+  * the fields every model has besides its hyperparameters: ``dtype`` (the compute dtype of
+    activations and matmuls, a name from ``models.layers.DTYPES``), ``param_dtype`` (the
+    dtype parameters are stored in) and ``remat`` (rematerialise each repeated block in the
+    backward pass instead of keeping its activations; a model without such blocks refuses
+    ``True``). ``check_precision_and_remat`` checks the three.
   * parameter names that ``models.param_roles`` reads: input tables are named ``*embedding*``,
     the output layer is the module ``head``, every normalisation sits in a module whose name
     contains ``norm``, additive offsets are ``bias`` or ``*_bias``; other kernels with three or
@@ -89,3 +95,14 @@ def check_divisible(field: str, value: int, by_field: str, by: int) -> None:
   if value % by:
     raise ValueError(f"model.{field}={value} is not divisible by model.{by_field}={by}: "
                      f"make {field} a multiple of {by_field}")
+
+
+def check_precision_and_remat(model, *, has_blocks: bool) -> None:
+  """The fields every model has: ``dtype`` and ``param_dtype`` name one of ``DTYPES``;
+  ``remat`` is a bool, and ``True`` only where the model has blocks to rematerialise."""
+  check_choice("dtype", model.dtype, DTYPES)
+  check_choice("param_dtype", model.param_dtype, DTYPES)
+  check_bool("remat", model.remat)
+  if model.remat and not has_blocks:
+    raise ValueError(f"model.remat=True: {type(model).__name__} has no repeated blocks to "
+                     f"rematerialise; set model.remat=False")

@@ -14,14 +14,18 @@ The kernels are Flax ``nn.Conv`` kernels ``(K, D_in, D_out)``: three axes, so
 ``models.param_roles`` gives them the ``conv`` role; the symbol table is ``embedding``, the
 output layer ``head``, the norms ``norm``.
 
+Precision (``dtype``, ``param_dtype``; see ``models/layers.py``): activations and
+convolutions in ``dtype``, parameters stored in ``param_dtype``. There are no repeated blocks
+to rematerialise (the layers are inline), so ``remat`` is refused.
+
 Shape suffixes: B batch, T time, D width, K kernel size, C classes, V vocabulary.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models.contract import check_choice, check_int
-from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
+from models.contract import check_choice, check_int, check_precision_and_remat
+from models.layers import ACTIVATIONS, DTYPES, TOKEN_NORMS, norm_layer
 
 TASKS = ("classification", "next_token")
 POOLINGS = ("mean", "max")
@@ -41,6 +45,9 @@ class DNAConvNet(nn.Module):
   pooling: str = "mean"
   activation: str = "relu"
   norm: str = "layer"
+  remat: bool = False  # no repeated blocks: only False
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     check_choice("task", self.task, TASKS)
@@ -53,6 +60,7 @@ class DNAConvNet(nn.Module):
       check_int("num_classes", self.num_classes, minimum=2, reason=" for classification")
     else:  # unused by next_token, but a required field: still a count, never a string
       check_int("num_classes", self.num_classes)
+    check_precision_and_remat(self, has_blocks=False)
 
   def min_len(self) -> int:
     """Shortest sequence the model takes: classification pools ``pool_size`` after each block."""
@@ -74,23 +82,26 @@ class DNAConvNet(nn.Module):
     self._check_input(tokens_BxT)
     causal = self.task == "next_token"
     act = ACTIVATIONS[self.activation]
-    emb_VxD = self.param("embedding", nn.initializers.normal(1.0), (self.vocab_size, self.width))
-    x_BxTxD = emb_VxD[tokens_BxT]
+    names = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dtypes = dict(dtype=DTYPES[self.dtype], param_dtype=DTYPES[self.param_dtype])
+    emb_VxD = self.param("embedding", nn.initializers.normal(1.0), (self.vocab_size, self.width),
+                         dtypes["param_dtype"])
+    x_BxTxD = emb_VxD[tokens_BxT].astype(dtypes["dtype"])
     for i in range(self.depth):
       dilation = 2**i if causal else 1
-      h_BxTxD = act(norm_layer(self.norm, f"norm_{i}")(x_BxTxD))
+      h_BxTxD = act(norm_layer(self.norm, f"norm_{i}", **names)(x_BxTxD))
       if causal:  # left padding only: position t never sees t + 1
         h_BxTxD = jnp.pad(h_BxTxD, ((0, 0), ((self.kernel_size - 1) * dilation, 0), (0, 0)))
       conv = nn.Conv(self.width, (self.kernel_size,), kernel_dilation=(dilation,),
-                     padding="VALID" if causal else "SAME", name=f"conv_{i}")
+                     padding="VALID" if causal else "SAME", name=f"conv_{i}", **dtypes)
       x_BxTxD = x_BxTxD + conv(h_BxTxD)
       if not causal and self.pool_size > 1:
         x_BxTxD = nn.max_pool(x_BxTxD, (self.pool_size,), strides=(self.pool_size,))
-    x_BxTxD = act(norm_layer(self.norm, "final_norm")(x_BxTxD))
+    x_BxTxD = act(norm_layer(self.norm, "final_norm", **names)(x_BxTxD))
     if causal:
-      return nn.Dense(self.vocab_size, name="head")(x_BxTxD)
+      return nn.Dense(self.vocab_size, name="head", **dtypes)(x_BxTxD)
     pooled_BxD = x_BxTxD.mean(1) if self.pooling == "mean" else x_BxTxD.max(1)
-    return nn.Dense(self.num_classes, name="head")(pooled_BxD)
+    return nn.Dense(self.num_classes, name="head", **dtypes)(pooled_BxD)
 
   def flops_per_example(self, example) -> float:
     """Training FLOPs for one sequence: 6 x the multiply-adds of the convolutions and the head.

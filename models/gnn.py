@@ -16,6 +16,12 @@ pools the real nodes (``readout``) and gives ``(B, num_outputs)``, or
 ``(B, num_tasks, num_outputs)`` when ``num_tasks > 0`` (many binary tasks at once, each a
 two-way softmax: multi-label classification with the ordinary cross-entropy).
 
+Precision (``dtype``, ``param_dtype``; see ``models/layers.py``): node states, projections,
+message passing and attention matmuls are in ``dtype``, parameters stored in ``param_dtype``;
+the graph operators (degrees, masks) are built in float32 and cast for their matmul, and
+softmax and the graph readout are float32. ``remat`` wraps each graph-transformer block in
+``nn.remat``; the GNN's layers are inline and it refuses ``remat``.
+
 Shape suffixes: B batch, N nodes, F input features, D width, H heads, K head size,
 C outputs, T tasks.
 """
@@ -24,8 +30,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.contract import check_choice, check_divisible, check_int
-from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
+from models.contract import (
+  check_choice,
+  check_divisible,
+  check_int,
+  check_precision_and_remat,
+)
+from models.layers import ACTIVATIONS, DTYPES, TOKEN_NORMS, norm_layer, softmax_f32
 
 CONVS = ("gcn", "gat")
 OUTPUTS = ("node", "graph")
@@ -70,25 +81,31 @@ class GATLayer(nn.Module):
 
   width: int
   num_heads: int
+  dtype: str = "float32"
+  param_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x_BxNxD, edges_BxNxN):
     B, N, _ = x_BxNxD.shape
     H, K = self.num_heads, self.width // self.num_heads
-    z_BxNxHxK = nn.Dense(H * K, use_bias=False, name="proj")(x_BxNxD).reshape(B, N, H, K)
+    dtype, param_dtype = DTYPES[self.dtype], DTYPES[self.param_dtype]
+    param = lambda name, init, shape: self.param(name, init, shape, param_dtype).astype(dtype)
+    z_BxNxHxK = nn.Dense(H * K, use_bias=False, name="proj", dtype=dtype,
+                         param_dtype=param_dtype)(x_BxNxD).reshape(B, N, H, K)
     init = nn.initializers.normal(0.1)
-    src_BxHxN = jnp.einsum("bnhk,hk->bhn", z_BxNxHxK, self.param("attn_src", init, (H, K)))
-    dst_BxHxN = jnp.einsum("bnhk,hk->bhn", z_BxNxHxK, self.param("attn_dst", init, (H, K)))
+    src_BxHxN = jnp.einsum("bnhk,hk->bhn", z_BxNxHxK, param("attn_src", init, (H, K)))
+    dst_BxHxN = jnp.einsum("bnhk,hk->bhn", z_BxNxHxK, param("attn_dst", init, (H, K)))
     logits_BxHxNxN = nn.leaky_relu(src_BxHxN[:, :, :, None] + dst_BxHxN[:, :, None, :], 0.2)
     logits_BxHxNxN = jnp.where(edges_BxNxN[:, None] > 0, logits_BxHxNxN, _NEG)
-    attn_BxHxNxN = jax.nn.softmax(logits_BxHxNxN, axis=-1)
+    attn_BxHxNxN = softmax_f32(logits_BxHxNxN)
     out_BxNxHxK = jnp.einsum("bhij,bjhk->bihk", attn_BxHxNxN, z_BxNxHxK)
-    bias_D = self.param("out_bias", nn.initializers.zeros, (H * K,))
+    bias_D = param("out_bias", nn.initializers.zeros, (H * K,))
     return out_BxNxHxK.reshape(B, N, H * K) + bias_D[None, None]
 
 
 def _readout(kind: str, x_BxNxD, mask_BxN):
-  """Pools the real nodes of each graph."""
+  """Pools the real nodes of each graph, in float32 (a sum over up to N nodes)."""
+  x_BxNxD = x_BxNxD.astype(jnp.float32)
   m_BxNx1 = mask_BxN[:, :, None]
   if kind == "max":
     return jnp.where(m_BxNx1 > 0, x_BxNxD, _NEG).max(1)
@@ -110,6 +127,9 @@ class _GraphModel(nn.Module):
   activation: str = "relu"
   norm: str = "layer"
   readout: str = "mean"
+  remat: bool = False  # recompute each block's activations in the backward pass
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     for field, valid in (("activation", ACTIVATIONS), ("norm", TOKEN_NORMS),
@@ -123,18 +143,27 @@ class _GraphModel(nn.Module):
     if self.num_tasks and self.output != "graph":
       raise ValueError(f"model.num_tasks={self.num_tasks} needs model.output='graph' "
                        f"(got {self.output!r}); set num_tasks=0 for node outputs")
+    check_precision_and_remat(self, has_blocks=self._has_blocks())
 
   def _uses_heads(self) -> bool:
     return True
 
+  def _has_blocks(self) -> bool:
+    return True
+
+  def _dense(self, features: int, name: str, **kwargs):
+    return nn.Dense(features, name=name, dtype=DTYPES[self.dtype],
+                    param_dtype=DTYPES[self.param_dtype], **kwargs)
+
   def _outputs(self, x_BxNxD, mask_BxN):
-    x_BxNxD = ACTIVATIONS[self.activation](norm_layer(self.norm, "final_norm")(x_BxNxD))
+    x_BxNxD = ACTIVATIONS[self.activation](norm_layer(
+        self.norm, "final_norm", dtype=self.dtype, param_dtype=self.param_dtype)(x_BxNxD))
     if self.output == "node":
-      return nn.Dense(self.num_outputs, name="head")(x_BxNxD)
+      return self._dense(self.num_outputs, "head")(x_BxNxD)
     pooled_BxD = _readout(self.readout, x_BxNxD, mask_BxN)
     if not self.num_tasks:
-      return nn.Dense(self.num_outputs, name="head")(pooled_BxD)
-    out_BxTC = nn.Dense(self.num_tasks * self.num_outputs, name="head")(pooled_BxD)
+      return self._dense(self.num_outputs, "head")(pooled_BxD)
+    out_BxTC = self._dense(self.num_tasks * self.num_outputs, "head")(pooled_BxD)
     return out_BxTC.reshape(-1, self.num_tasks, self.num_outputs)
 
   def _head_macs(self, num_nodes: int) -> int:
@@ -159,22 +188,27 @@ class GNN(_GraphModel):
   def _uses_heads(self) -> bool:
     return self.conv == "gat"
 
+  def _has_blocks(self) -> bool:
+    return False  # its layers are inline: nothing for remat to wrap
+
   @nn.compact
   def __call__(self, inputs, *, train: bool = False):
     del train
     nodes_BxNxF, adjacency_BxNxN, mask_BxN = _unpack(inputs)
     act = ACTIVATIONS[self.activation]
+    names = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if self.conv == "gcn":
-      op_BxNxN = _gcn_operator(adjacency_BxNxN, mask_BxN)
+      op_BxNxN = _gcn_operator(adjacency_BxNxN, mask_BxN).astype(DTYPES[self.dtype])
     else:
       edges_BxNxN = _self_loops(adjacency_BxNxN, mask_BxN)
-    x_BxNxD = nn.Dense(self.width, name="input")(nodes_BxNxF)
+    x_BxNxD = self._dense(self.width, "input")(nodes_BxNxF)
     for i in range(self.depth):
-      h_BxNxD = act(norm_layer(self.norm, f"norm_{i}")(x_BxNxD))
+      h_BxNxD = act(norm_layer(self.norm, f"norm_{i}", **names)(x_BxNxD))
       if self.conv == "gcn":
-        h_BxNxD = op_BxNxN @ nn.Dense(self.width, name=f"gcn_{i}")(h_BxNxD)
+        h_BxNxD = op_BxNxN @ self._dense(self.width, f"gcn_{i}")(h_BxNxD)
       else:
-        h_BxNxD = GATLayer(self.width, self.num_heads, name=f"gat_{i}")(h_BxNxD, edges_BxNxN)
+        h_BxNxD = GATLayer(self.width, self.num_heads, name=f"gat_{i}", **names)(
+            h_BxNxD, edges_BxNxN)
       x_BxNxD = x_BxNxD + h_BxNxD
     return self._outputs(x_BxNxD, mask_BxN)
 
@@ -199,30 +233,41 @@ class GraphTransformerBlock(nn.Module):
   activation: str
   norm: str
   adjacency: str
+  dtype: str
+  param_dtype: str
 
   @nn.compact
   def __call__(self, x_BxNxD, edges_BxNxN, mask_BxN):
     B, N, D = x_BxNxD.shape
     H, K = self.num_heads, D // self.num_heads
-    h_BxNxD = norm_layer(self.norm, "attn_norm")(x_BxNxD)
-    qkv_3xBxHxNxK = (nn.Dense(3 * D, use_bias=False, name="qkv")(h_BxNxD)
+    dtype, param_dtype = DTYPES[self.dtype], DTYPES[self.param_dtype]
+    dense = lambda features, name, **kw: nn.Dense(features, name=name, dtype=dtype,
+                                                  param_dtype=param_dtype, **kw)
+    norm = lambda name: norm_layer(self.norm, name, dtype=self.dtype,
+                                   param_dtype=self.param_dtype)
+    h_BxNxD = norm("attn_norm")(x_BxNxD)
+    qkv_3xBxHxNxK = (dense(3 * D, "qkv", use_bias=False)(h_BxNxD)
                      .reshape(B, N, 3, H, K).transpose(2, 0, 3, 1, 4))
     q, k, v = qkv_3xBxHxNxK[0], qkv_3xBxHxNxK[1], qkv_3xBxHxNxK[2]
     s_BxHxNxN = (q @ jnp.swapaxes(k, -1, -2)) * (K ** -0.5)
     if self.adjacency == "bias":
       # One learned logit offset per head for "is an edge" (Graphormer's spatial bias, 1 hop).
-      edge_bias_H = self.param("edge_bias", nn.initializers.ones, (H,))
-      s_BxHxNxN = s_BxHxNxN + edge_bias_H[None, :, None, None] * edges_BxNxN[:, None]
+      edge_bias_H = self.param("edge_bias", nn.initializers.ones, (H,), param_dtype)
+      s_BxHxNxN = s_BxHxNxN + (edge_bias_H[None, :, None, None]
+                               * edges_BxNxN[:, None]).astype(dtype)
       allowed_BxNxN = mask_BxN[:, None, :] * jnp.ones_like(edges_BxNxN)
     else:
       allowed_BxNxN = edges_BxNxN
     s_BxHxNxN = jnp.where(allowed_BxNxN[:, None] > 0, s_BxHxNxN, _NEG)
-    o_BxHxNxK = jax.nn.softmax(s_BxHxNxN, axis=-1) @ v
+    o_BxHxNxK = softmax_f32(s_BxHxNxN) @ v
     o_BxNxD = o_BxHxNxK.transpose(0, 2, 1, 3).reshape(B, N, D)
-    x_BxNxD = x_BxNxD + nn.Dense(D, name="attn_out")(o_BxNxD)
-    h_BxNxD = norm_layer(self.norm, "mlp_norm")(x_BxNxD)
-    h_BxNxF = ACTIVATIONS[self.activation](nn.Dense(self.mlp_ratio * D, name="mlp_in")(h_BxNxD))
-    return x_BxNxD + nn.Dense(D, name="mlp_out")(h_BxNxF)
+    x_BxNxD = x_BxNxD + dense(D, "attn_out")(o_BxNxD)
+    h_BxNxD = norm("mlp_norm")(x_BxNxD)
+    h_BxNxF = ACTIVATIONS[self.activation](dense(self.mlp_ratio * D, "mlp_in")(h_BxNxD))
+    return x_BxNxD + dense(D, "mlp_out")(h_BxNxF)
+
+
+_REMAT_TRANSFORMER_BLOCK = nn.remat(GraphTransformerBlock)
 
 
 class GraphTransformer(_GraphModel):
@@ -246,12 +291,13 @@ class GraphTransformer(_GraphModel):
     del train
     nodes_BxNxF, adjacency_BxNxN, mask_BxN = _unpack(inputs)
     edges_BxNxN = _self_loops(adjacency_BxNxN, mask_BxN)
-    x_BxNxD = nn.Dense(self.width, name="input")(nodes_BxNxF)
+    x_BxNxD = self._dense(self.width, "input")(nodes_BxNxF)
+    block = _REMAT_TRANSFORMER_BLOCK if self.remat else GraphTransformerBlock
     for i in range(self.depth):
-      x_BxNxD = GraphTransformerBlock(
+      x_BxNxD = block(
           num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, activation=self.activation,
-          norm=self.norm, adjacency=self.adjacency, name=f"block_{i}")(
-              x_BxNxD, edges_BxNxN, mask_BxN)
+          norm=self.norm, adjacency=self.adjacency, dtype=self.dtype,
+          param_dtype=self.param_dtype, name=f"block_{i}")(x_BxNxD, edges_BxNxN, mask_BxN)
     return self._outputs(x_BxNxD, mask_BxN)
 
   def flops_per_example(self, example) -> float:

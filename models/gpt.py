@@ -5,6 +5,12 @@ The residual stream is kept as a 2-D ``(B*T, D)`` array and every dense layer is
 3-D weight gradients (a third of the step when measured). Attention works on ``(B, H, T, Dh)`` and
 splits the queries into causal chunks so that fully masked blocks are never computed.
 
+Precision (``dtype``, ``param_dtype``; see ``models/layers.py``): parameters are stored in
+``param_dtype`` and cast to ``dtype`` at their use, so the residual stream, every matmul and
+the logits are in ``dtype``; the attention softmax, the linear attention's normaliser and the
+norms' statistics are float32. ``remat`` wraps every block in ``nn.remat`` (``jax.checkpoint``):
+the backward pass recomputes a block's activations from its input instead of storing them.
+
 Shape suffixes: B batch, T time, D width, H heads, K head size, V vocabulary, F MLP width.
 """
 
@@ -14,8 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.contract import check_bool, check_choice, check_divisible, check_int
-from models.layers import ACTIVATIONS, TOKEN_NORMS, norm_layer
+from models.contract import (
+  check_bool,
+  check_choice,
+  check_divisible,
+  check_int,
+  check_precision_and_remat,
+)
+from models.layers import ACTIVATIONS, DTYPES, TOKEN_NORMS, norm_layer, softmax_f32
 
 ATTENTIONS = ("softmax", "linear")
 
@@ -35,7 +47,7 @@ def _causal_softmax_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK, num_chunks: int):
     row = jnp.arange(C)[:, None] + c * C
     col = jnp.arange((c + 1) * C)[None, :]
     s_BxHxCxS = s_BxHxCxS + jnp.where(col <= row, 0.0, -1e9).astype(s_BxHxCxS.dtype)[None, None]
-    outs.append(jax.nn.softmax(s_BxHxCxS, axis=-1) @ v)
+    outs.append(softmax_f32(s_BxHxCxS) @ v)
   return jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
 
 
@@ -46,7 +58,9 @@ def _causal_linear_attention(q_BxHxTxK, k_BxHxTxK, v_BxHxTxK):
   fk = jax.nn.elu(k_BxHxTxK) + 1.0
   mask_TxT = jnp.tril(jnp.ones((T, T), q_BxHxTxK.dtype))
   a_BxHxTxT = (fq @ jnp.swapaxes(fk, -1, -2)) * mask_TxT[None, None]
-  return (a_BxHxTxT @ v_BxHxTxK) / (a_BxHxTxT.sum(-1, keepdims=True) + 1e-6)
+  # The normaliser sums up to T positive terms: in float32, as a softmax's denominator is.
+  norm_BxHxTx1 = a_BxHxTxT.sum(-1, keepdims=True, dtype=jnp.float32) + 1e-6
+  return ((a_BxHxTxT @ v_BxHxTxK) / norm_BxHxTx1).astype(q_BxHxTxK.dtype)
 
 
 class Block(nn.Module):
@@ -62,6 +76,8 @@ class Block(nn.Module):
   use_bias: bool
   attn_chunks: int
   out_init_std: float
+  dtype: str
+  param_dtype: str
 
   @nn.compact
   def __call__(self, x_NxD):
@@ -70,14 +86,18 @@ class Block(nn.Module):
     K = D // H
     init = nn.initializers.normal(0.02)
     out_init = nn.initializers.normal(self.out_init_std)
+    dtype, param_dtype = DTYPES[self.dtype], DTYPES[self.param_dtype]
+    norm = lambda name: norm_layer(self.norm, name, dtype=self.dtype,
+                                   param_dtype=self.param_dtype)
 
     def dense(x, name, shape, kernel_init):
-      y = x @ self.param(name, kernel_init, shape)
+      y = x @ self.param(name, kernel_init, shape, param_dtype).astype(dtype)
       if self.use_bias:
-        y = y + self.param(f"{name}_bias", nn.initializers.zeros, shape[-1:])[None]
+        bias = self.param(f"{name}_bias", nn.initializers.zeros, shape[-1:], param_dtype)
+        y = y + bias.astype(dtype)[None]
       return y
 
-    h_NxD = norm_layer(self.norm, "attn_norm")(x_NxD)
+    h_NxD = norm("attn_norm")(x_NxD)
     qkv_Nx3D = dense(h_NxD, "qkv", (D, 3 * D), init)
     qkv_3xBxHxTxK = qkv_Nx3D.reshape(B, T, 3, H, K).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv_3xBxHxTxK[0], qkv_3xBxHxTxK[1], qkv_3xBxHxTxK[2]
@@ -88,9 +108,12 @@ class Block(nn.Module):
     o_NxD = o_BxHxTxK.transpose(0, 2, 1, 3).reshape(B * T, D)
     x_NxD = x_NxD + dense(o_NxD, "attn_out", (D, D), out_init)
 
-    h_NxD = norm_layer(self.norm, "mlp_norm")(x_NxD)
+    h_NxD = norm("mlp_norm")(x_NxD)
     h_NxF = ACTIVATIONS[self.activation](dense(h_NxD, "mlp_in", (D, self.mlp_ratio * D), init))
     return x_NxD + dense(h_NxF, "mlp_out", (self.mlp_ratio * D, D), out_init)
+
+
+_REMAT_BLOCK = nn.remat(Block)  # same parameters as Block; activations recomputed in backward
 
 
 class GPT(nn.Module):
@@ -108,6 +131,9 @@ class GPT(nn.Module):
   tie_embeddings: bool = False
   use_bias: bool = False
   attn_chunks: int = 4
+  remat: bool = False  # recompute each block's activations in the backward pass
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     for field in ("vocab_size", "max_len", "width", "depth", "num_heads", "mlp_ratio",
@@ -119,6 +145,7 @@ class GPT(nn.Module):
     check_choice("norm", self.norm, TOKEN_NORMS)
     check_bool("tie_embeddings", self.tie_embeddings)
     check_bool("use_bias", self.use_bias)
+    check_precision_and_remat(self, has_blocks=True)
 
   @nn.compact
   def __call__(self, tokens_BxT, *, train: bool = False):
@@ -129,19 +156,23 @@ class GPT(nn.Module):
           f"sequence length {T} exceeds the model's max_len={self.max_len} "
           f"(inputs of shape {tokens_BxT.shape}); raise model.max_len or lower data.seq_len")
     D, V = self.width, self.vocab_size
+    dtype, param_dtype = DTYPES[self.dtype], DTYPES[self.param_dtype]
     init = nn.initializers.normal(0.02)
-    emb_VxD = self.param("embedding", init, (V, D))
-    pos_LxD = self.param("pos_embedding", init, (self.max_len, D))
-    x_NxD = (emb_VxD[tokens_BxT] + pos_LxD[None, :T]).reshape(B * T, D)
+    emb_VxD = self.param("embedding", init, (V, D), param_dtype)
+    pos_LxD = self.param("pos_embedding", init, (self.max_len, D), param_dtype)
+    x_NxD = (emb_VxD[tokens_BxT] + pos_LxD[None, :T]).reshape(B * T, D).astype(dtype)
+    block = _REMAT_BLOCK if self.remat else Block
     for i in range(self.depth):
-      x_NxD = Block(
+      x_NxD = block(
           batch=B, time=T, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
           activation=self.activation, attention=self.attention, norm=self.norm,
           use_bias=self.use_bias, attn_chunks=self.attn_chunks,
-          out_init_std=0.02 / math.sqrt(2 * self.depth), name=f"block_{i}")(x_NxD)
-    x_NxD = norm_layer(self.norm, "final_norm")(x_NxD)
-    head_DxV = emb_VxD.T if self.tie_embeddings else self.param("head", init, (D, V))
-    return (x_NxD @ head_DxV).reshape(B, T, V)
+          out_init_std=0.02 / math.sqrt(2 * self.depth), dtype=self.dtype,
+          param_dtype=self.param_dtype, name=f"block_{i}")(x_NxD)
+    x_NxD = norm_layer(self.norm, "final_norm", dtype=self.dtype,
+                       param_dtype=self.param_dtype)(x_NxD)
+    head_DxV = emb_VxD.T if self.tie_embeddings else self.param("head", init, (D, V), param_dtype)
+    return (x_NxD @ head_DxV.astype(dtype)).reshape(B, T, V)
 
   def flops_per_example(self, example) -> float:
     """Training FLOPs for one sequence: 6 N per token plus 12 L D T for attention (PaLM, App. B).

@@ -6,9 +6,9 @@ through the same ``train_step`` as the networks.
 """
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from models.contract import check_bool, check_int
+from models.contract import check_bool, check_int, check_precision_and_remat
+from models.layers import DTYPES
 
 
 class Linear(nn.Module):
@@ -22,10 +22,14 @@ class Linear(nn.Module):
 
   input_dim: int
   use_bias: bool = False
+  remat: bool = False  # no repeated blocks: only False
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     check_int("input_dim", self.input_dim)
     check_bool("use_bias", self.use_bias)
+    check_precision_and_remat(self, has_blocks=False)
 
   @nn.compact
   def __call__(self, x_BxD, *, train: bool = False):
@@ -33,8 +37,10 @@ class Linear(nn.Module):
     if x_BxD.ndim != 2 or x_BxD.shape[-1] != self.input_dim:
       raise ValueError(f"linear takes inputs of shape (batch, {self.input_dim}) "
                        f"(model.input_dim={self.input_dim}); got shape {x_BxD.shape}")
-    head = nn.Dense(1, use_bias=self.use_bias, kernel_init=nn.initializers.zeros, name="head")
-    return head(x_BxD.astype(jnp.float32))[:, 0]
+    dtype = DTYPES[self.dtype]
+    head = nn.Dense(1, use_bias=self.use_bias, kernel_init=nn.initializers.zeros, name="head",
+                    dtype=dtype, param_dtype=DTYPES[self.param_dtype])
+    return head(x_BxD.astype(dtype))[:, 0]
 
   def flops_per_example(self, example) -> float:
     """Training FLOPs for one example: 6 x the ``input_dim`` multiply-adds of ``x @ w``."""

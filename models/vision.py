@@ -15,6 +15,12 @@ the ``batch_stats`` collection, which the train loop keeps as the state's ``mode
 the running averages when ``train=False``, so an evaluated example does not depend on the
 others in its batch.
 
+Precision (``dtype``, ``param_dtype``; see ``models/layers.py``): inputs, activations,
+convolutions and matmuls are in ``dtype``, parameters stored in ``param_dtype``; softmax and
+normalisation statistics (BatchNorm's running averages included) are float32. ``remat`` wraps
+each ResNet residual block and each ViT encoder block in ``nn.remat``; the CNN has no repeated
+blocks and refuses it.
+
 Shape suffixes: B batch, S spatial axes (any number), C channels, F features, N tokens,
 D width, H heads, K head size, E classes.
 """
@@ -24,7 +30,6 @@ import math
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from models.contract import (
@@ -33,9 +38,10 @@ from models.contract import (
   check_divisible,
   check_int,
   check_ints,
+  check_precision_and_remat,
   check_range,
 )
-from models.layers import ACTIVATIONS, CONV_NORMS, TOKEN_NORMS, norm_layer
+from models.layers import ACTIVATIONS, CONV_NORMS, DTYPES, TOKEN_NORMS, norm_layer, softmax_f32
 
 POOLS = ("max", "avg")
 BLOCKS = ("basic", "bottleneck")
@@ -74,6 +80,9 @@ class CNN(nn.Module):
   norm: str = "batch"  # batch | layer | none, after every conv
   pool: str = "max"  # max | avg, window and stride 2
   bn_momentum: float = 0.9  # BatchNorm running-average decay
+  remat: bool = False  # no repeated blocks: only False
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     check_int("num_classes", self.num_classes)
@@ -84,6 +93,7 @@ class CNN(nn.Module):
     check_choice("norm", self.norm, CONV_NORMS)
     check_choice("pool", self.pool, POOLS)
     check_range("bn_momentum", self.bn_momentum, 0.0, 1.0)
+    check_precision_and_remat(self, has_blocks=False)
 
   def _check_size(self, x):
     nd = _spatial_rank("CNN", x)
@@ -100,18 +110,20 @@ class CNN(nn.Module):
     nd = self._check_size(x)
     act = ACTIVATIONS[self.activation]
     pool = nn.max_pool if self.pool == "max" else nn.avg_pool
-    x_BxSxC = x.astype(jnp.float32)
+    names = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dtypes = dict(dtype=DTYPES[self.dtype], param_dtype=DTYPES[self.param_dtype])
+    x_BxSxC = x.astype(dtypes["dtype"])
     for i, features in enumerate(self.features):
       # A bias before a normalisation is cancelled by its mean subtraction.
       x_BxSxC = nn.Conv(features, (self.kernel_size,) * nd, padding="SAME",
-                        use_bias=self.norm == "none", name=f"conv_{i}")(x_BxSxC)
+                        use_bias=self.norm == "none", name=f"conv_{i}", **dtypes)(x_BxSxC)
       x_BxSxC = act(norm_layer(self.norm, f"norm_{i}", train=train,
-                               momentum=self.bn_momentum)(x_BxSxC))
+                               momentum=self.bn_momentum, **names)(x_BxSxC))
       x_BxSxC = pool(x_BxSxC, (2,) * nd, strides=(2,) * nd)
     x_BxF = x_BxSxC.reshape(x_BxSxC.shape[0], -1)
     for j, width in enumerate(self.dense):
-      x_BxF = act(nn.Dense(width, name=f"dense_{j}")(x_BxF))
-    return nn.Dense(self.num_classes, name="head")(x_BxF)
+      x_BxF = act(nn.Dense(width, name=f"dense_{j}", **dtypes)(x_BxF))
+    return nn.Dense(self.num_classes, name="head", **dtypes)(x_BxF)
 
   def flops_per_example(self, example) -> float:
     """Training FLOPs for one example: 6 x (multiply-adds of the convolutions and dense layers)."""
@@ -141,15 +153,19 @@ class _ResidualBlock(nn.Module):
   norm: str
   bn_momentum: float
   zero_init_residual: bool
+  dtype: str
+  param_dtype: str
 
   @nn.compact
-  def __call__(self, x_BxSxC, *, train: bool):
+  def __call__(self, x_BxSxC, train: bool):  # train positional: static under nn.remat
     nd = x_BxSxC.ndim - 2
     act = ACTIVATIONS[self.activation]
     bias = self.norm == "none"
-    norm = functools.partial(norm_layer, self.norm, train=train, momentum=self.bn_momentum)
+    norm = functools.partial(norm_layer, self.norm, train=train, momentum=self.bn_momentum,
+                             dtype=self.dtype, param_dtype=self.param_dtype)
+    dtypes = dict(dtype=DTYPES[self.dtype], param_dtype=DTYPES[self.param_dtype])
     conv = lambda f, k, s, name: nn.Conv(f, (k,) * nd, strides=(s,) * nd, padding="SAME",
-                                         use_bias=bias, name=name)
+                                         use_bias=bias, name=name, **dtypes)
     if self.bottleneck:
       out = 4 * self.filters
       y = act(norm("norm_1")(conv(self.filters, 1, 1, "conv_1")(x_BxSxC)))
@@ -163,6 +179,10 @@ class _ResidualBlock(nn.Module):
     if self.strides != 1 or x_BxSxC.shape[-1] != out:
       shortcut = norm("shortcut_norm")(conv(out, 1, self.strides, "shortcut_conv")(x_BxSxC))
     return act(y + shortcut)
+
+
+# ``train`` (argument 2, counting the module) is a Python bool that picks BatchNorm's mode.
+_REMAT_RESIDUAL_BLOCK = nn.remat(_ResidualBlock, static_argnums=(2,))
 
 
 class ResNet(nn.Module):
@@ -183,6 +203,9 @@ class ResNet(nn.Module):
   norm: str = "batch"  # batch | layer | none
   bn_momentum: float = 0.9  # BatchNorm running-average decay
   zero_init_residual: bool = True  # each block's last norm scale starts at 0
+  remat: bool = False  # recompute each residual block's activations in the backward pass
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     check_int("num_classes", self.num_classes)
@@ -194,28 +217,32 @@ class ResNet(nn.Module):
     check_choice("norm", self.norm, CONV_NORMS)
     check_range("bn_momentum", self.bn_momentum, 0.0, 1.0)
     check_bool("zero_init_residual", self.zero_init_residual)
+    check_precision_and_remat(self, has_blocks=True)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     nd = _spatial_rank("ResNet", x)
     act = ACTIVATIONS[self.activation]
-    x_BxSxC = x.astype(jnp.float32)
+    names = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dtypes = dict(dtype=DTYPES[self.dtype], param_dtype=DTYPES[self.param_dtype])
+    x_BxSxC = x.astype(dtypes["dtype"])
     k, s = (7, 2) if self.stem == "imagenet" else (3, 1)
     x_BxSxC = nn.Conv(self.width, (k,) * nd, strides=(s,) * nd, padding="SAME",
-                      use_bias=self.norm == "none", name="stem_conv")(x_BxSxC)
+                      use_bias=self.norm == "none", name="stem_conv", **dtypes)(x_BxSxC)
     x_BxSxC = act(norm_layer(self.norm, "stem_norm", train=train,
-                             momentum=self.bn_momentum)(x_BxSxC))
+                             momentum=self.bn_momentum, **names)(x_BxSxC))
     if self.stem == "imagenet":
       x_BxSxC = nn.max_pool(x_BxSxC, (3,) * nd, strides=(2,) * nd, padding="SAME")
+    block = _REMAT_RESIDUAL_BLOCK if self.remat else _ResidualBlock
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
-        x_BxSxC = _ResidualBlock(
+        x_BxSxC = block(
             filters=self.width * 2**i, strides=2 if i > 0 and j == 0 else 1,
             bottleneck=self.block == "bottleneck", activation=self.activation, norm=self.norm,
             bn_momentum=self.bn_momentum, zero_init_residual=self.zero_init_residual,
-            name=f"stage{i}_block{j}")(x_BxSxC, train=train)
+            name=f"stage{i}_block{j}", **names)(x_BxSxC, train)
     x_BxC = x_BxSxC.mean(axis=tuple(range(1, 1 + nd)))
-    return nn.Dense(self.num_classes, name="head")(x_BxC)
+    return nn.Dense(self.num_classes, name="head", **dtypes)(x_BxC)
 
   def flops_per_example(self, example) -> float:
     """Training FLOPs for one example: 6 x (multiply-adds of every conv and the head).
@@ -269,24 +296,32 @@ class _EncoderBlock(nn.Module):
   mlp_ratio: int
   activation: str
   norm: str
+  dtype: str
+  param_dtype: str
 
   @nn.compact
   def __call__(self, x_BxNxD):
     B, N, D = x_BxNxD.shape
     H = self.num_heads
     K = D // H
-    norm = functools.partial(norm_layer, self.norm)
+    norm = functools.partial(norm_layer, self.norm, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    dense = functools.partial(nn.Dense, dtype=DTYPES[self.dtype],
+                              param_dtype=DTYPES[self.param_dtype])
     h_BxNxD = norm("attn_norm")(x_BxNxD)
-    qkv_BxNx3D = nn.Dense(3 * D, name="qkv")(h_BxNxD)
+    qkv_BxNx3D = dense(3 * D, name="qkv")(h_BxNxD)
     qkv_3xBxHxNxK = qkv_BxNx3D.reshape(B, N, 3, H, K).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv_3xBxHxNxK[0], qkv_3xBxHxNxK[1], qkv_3xBxHxNxK[2]
     s_BxHxNxN = (q * (1.0 / math.sqrt(K))) @ jnp.swapaxes(k, -1, -2)
-    o_BxHxNxK = jax.nn.softmax(s_BxHxNxN, axis=-1) @ v
+    o_BxHxNxK = softmax_f32(s_BxHxNxN) @ v
     o_BxNxD = o_BxHxNxK.transpose(0, 2, 1, 3).reshape(B, N, D)
-    x_BxNxD = x_BxNxD + nn.Dense(D, name="attn_out")(o_BxNxD)
+    x_BxNxD = x_BxNxD + dense(D, name="attn_out")(o_BxNxD)
     h_BxNxD = norm("mlp_norm")(x_BxNxD)
-    h_BxNxF = ACTIVATIONS[self.activation](nn.Dense(self.mlp_ratio * D, name="mlp_in")(h_BxNxD))
-    return x_BxNxD + nn.Dense(D, name="mlp_out")(h_BxNxF)
+    h_BxNxF = ACTIVATIONS[self.activation](dense(self.mlp_ratio * D, name="mlp_in")(h_BxNxD))
+    return x_BxNxD + dense(D, name="mlp_out")(h_BxNxF)
+
+
+_REMAT_ENCODER_BLOCK = nn.remat(_EncoderBlock)
 
 
 class ViT(nn.Module):
@@ -307,6 +342,9 @@ class ViT(nn.Module):
   activation: str = "gelu"
   norm: str = "layer"  # layer | rms | none
   pooling: str = "cls"  # cls | mean
+  remat: bool = False  # recompute each encoder block's activations in the backward pass
+  dtype: str = "float32"  # compute dtype (a name from models.layers.DTYPES)
+  param_dtype: str = "float32"  # dtype the parameters are stored in
 
   def check(self):
     for field in ("num_classes", "patch_size", "width", "depth", "num_heads", "mlp_ratio"):
@@ -315,6 +353,7 @@ class ViT(nn.Module):
     check_choice("activation", self.activation, ACTIVATIONS)
     check_choice("norm", self.norm, TOKEN_NORMS)
     check_choice("pooling", self.pooling, VIT_POOLINGS)
+    check_precision_and_remat(self, has_blocks=True)
 
   def _check_size(self, x) -> int:
     nd = _spatial_rank("ViT", x)
@@ -332,29 +371,33 @@ class ViT(nn.Module):
     nd = self._check_size(x)
     B, C, P, D = x.shape[0], x.shape[-1], self.patch_size, self.width
     grid = tuple(s // P for s in x.shape[1:1 + nd])
+    dtype, param_dtype = DTYPES[self.dtype], DTYPES[self.param_dtype]
+    names = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     # (B, g1, P, g2, P, ..., C) -> (B, g1, g2, ..., P, P, ..., C) -> (B, N, P^nd C)
-    split = x.astype(jnp.float32).reshape((B,) + sum(((g, P) for g in grid), ()) + (C,))
+    split = x.astype(dtype).reshape((B,) + sum(((g, P) for g in grid), ()) + (C,))
     order = (0, *range(1, 2 * nd, 2), *range(2, 2 * nd + 1, 2), 2 * nd + 1)
     patches_BxNxF = split.transpose(order).reshape(B, math.prod(grid), P**nd * C)
     init = nn.initializers.normal(0.02)
+    param = lambda name, init, shape: self.param(name, init, shape, param_dtype).astype(dtype)
     # The patch projection is the image's input table: it gets the embedding role.
-    kernel_FxD = self.param("patch_embedding", nn.initializers.lecun_normal(),
-                            (P**nd * C, D))
-    x_BxNxD = patches_BxNxF @ kernel_FxD + self.param("patch_bias", nn.initializers.zeros,
-                                                      (D,))[None, None]
+    kernel_FxD = param("patch_embedding", nn.initializers.lecun_normal(), (P**nd * C, D))
+    x_BxNxD = patches_BxNxF @ kernel_FxD + param("patch_bias", nn.initializers.zeros,
+                                                 (D,))[None, None]
     if self.pooling == "cls":
-      cls_1x1xD = self.param("cls_embedding", nn.initializers.zeros, (1, 1, D))
+      cls_1x1xD = param("cls_embedding", nn.initializers.zeros, (1, 1, D))
       x_BxNxD = jnp.concatenate([jnp.broadcast_to(cls_1x1xD, (B, 1, D)), x_BxNxD], axis=1)
-    pos_NxD = self.param("pos_embedding", init, x_BxNxD.shape[1:])
+    pos_NxD = param("pos_embedding", init, x_BxNxD.shape[1:])
     x_BxNxD = x_BxNxD + pos_NxD[None]
+    block = _REMAT_ENCODER_BLOCK if self.remat else _EncoderBlock
     for i in range(self.depth):
-      x_BxNxD = _EncoderBlock(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                              activation=self.activation, norm=self.norm,
-                              name=f"block_{i}")(x_BxNxD)
-    x_BxNxD = norm_layer(self.norm, "final_norm")(x_BxNxD)
+      x_BxNxD = block(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                      activation=self.activation, norm=self.norm, name=f"block_{i}",
+                      **names)(x_BxNxD)
+    x_BxNxD = norm_layer(self.norm, "final_norm", **names)(x_BxNxD)
     x_BxD = x_BxNxD[:, 0] if self.pooling == "cls" else x_BxNxD.mean(axis=1)
     # A zero head starts every class at equal odds (big_vision's head_zeroinit).
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(x_BxD)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head",
+                    dtype=dtype, param_dtype=param_dtype)(x_BxD)
 
   def flops_per_example(self, example) -> float:
     """Training FLOPs: 6 x (patch projection + per-token block matmuls + attention + head).

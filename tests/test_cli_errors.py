@@ -4,6 +4,7 @@ Most classes run ``training.cli.main`` in this process (cheap: no new JAX start)
 through ``train.py`` in a fresh process to show the same line and exit code there.
 """
 
+import json
 import os
 import stat
 
@@ -99,6 +100,7 @@ def test_negative(capsys, tmp_path, smoke, override, fragments):
     ("--config.train.steps=abc", ("config.train.steps", "abc")),
     ("--config.train.global_batch=1.5", ("config.train.global_batch", "1.5")),
     ("--config.tensorboard=maybe", ("config.tensorboard",)),
+    ("--config.model.remat=sometimes", ("config.model.remat", "sometimes")),
     ("--config.optimizer.learning_rate=fast", ("config.optimizer.learning_rate", "fast")),
 ])
 def test_wrong_type(capsys, tmp_path, smoke, override, fragments):
@@ -117,6 +119,12 @@ def test_wrong_type(capsys, tmp_path, smoke, override, fragments):
     ("--config.model.name=transformer", ("unknown model 'transformer'", "gpt", "resnet")),
     ("--config.train.step=5", ("unknown config key 'train.step'", "did you mean train.steps")),
     ("--config.optimiser.name=sgd", ("'optimiser.name'", "did you mean optimizer.name")),
+    ("--config.dtype=float16", ("dtype='float16'", "valid are bfloat16, float32")),
+    ("--config.param_dtype=bf16", ("param_dtype='bf16'", "valid are bfloat16, float32")),
+    ("--config.profile_steps=20,10", ("profile_steps=20,10", "1 <= start < stop")),
+    ("--config.profile_steps=10,21", ("profile_steps=10,21", "stop <= 20 (the run's steps)")),
+    ("--config.profile_steps=0,5", ("profile_steps=0,5", "1 <= start")),
+    ("--config.profile_steps=10-20", ("profile_steps='10-20'", "'start,stop'")),
 ])
 def test_out_of_range_or_unknown(capsys, tmp_path, smoke, override, fragments):
   line = _main(capsys, smoke, tmp_path / "run", override)
@@ -229,3 +237,22 @@ def test_a_mistyped_section_names_the_top_level_keys():
   message = str(e.value)
   assert "did you mean train.steps" in message and "top-level keys: data," in message, message
   assert "keys here: )" not in message
+
+
+def test_a_workdir_from_before_the_precision_keys_resumes_and_profiling_may_change(tmp_path):
+  from configs import quickstart
+  from training import workdir as workdir_lib
+  config = quickstart.get_config("smoke")
+  old = json.loads(config.to_json_best_effort())
+  for key in ("dtype", "param_dtype", "profile_steps"):
+    del old[key]  # a config.json written before these keys existed
+  del old["model"]["remat"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir_lib.check_config(config, str(tmp_path), False)  # reads as the same run
+  with config.unlocked():
+    config.profile_steps = "2,3"  # watching the run does not change it
+  workdir_lib.check_config(config, str(tmp_path), False)
+  with config.unlocked():
+    config.dtype = "bfloat16"  # but computing in another precision does
+  with pytest.raises(ValueError, match="dtype: 'float32' -> 'bfloat16'"):
+    workdir_lib.check_config(config, str(tmp_path), False)

@@ -7,9 +7,10 @@
     summarize(...)                            # summary.json
 
 ``execute(setup)`` runs them all in the workdir under its lock; ``run(config, workdir)`` is
-``execute(prepare(...))``. A vmapped sweep group (``training.vmapped``) trains through the same
-parts: ``workspace``, ``restore``, ``open_records``, ``run_steps`` (with its own ``Ledger``),
-``evaluate`` and ``summarize``.
+``execute(prepare(...))``; ``config.profile_steps`` traces a window of its steps with
+``jax.profiler`` into ``WORKDIR/profile`` (``Profile``). A vmapped sweep group
+(``training.vmapped``) trains through the same parts: ``workspace``, ``restore``,
+``open_records``, ``run_steps`` (with its own ``Ledger``), ``evaluate`` and ``summarize``.
 """
 
 import contextlib
@@ -244,6 +245,45 @@ def healthy(loss, bound: float):
   return (-math.inf < loss) & (loss < math.inf) & (loss <= bound)
 
 
+class Profile:
+  """A ``jax.profiler`` trace of the steps ``window = (start, stop)`` (numbered as in
+  ``metrics.jsonl``, both included) written under ``directory``; ``window=None``: no trace.
+
+  The trace starts before step ``start`` is dispatched and stops once step ``stop`` has
+  finished on the device (what happens between, evaluations and checkpoints included, is in
+  it); each step is a ``StepTraceAnnotation``, so TensorBoard's profile plugin tells the steps
+  apart. A run resumed inside the window traces what is left of it. The trace is
+  ``plugins/profile/<time>/<host>.xplane.pb`` (TensorBoard, XProf) with a
+  ``perfetto_trace.json.gz`` beside it (ui.perfetto.dev).
+  """
+
+  def __init__(self, directory: str = "", window: tuple[int, int] | None = None):
+    self.directory, self.window, self.active = directory, window, False
+
+  def before(self, done: int) -> contextlib.AbstractContextManager:
+    """Called before step ``done + 1`` is dispatched: starts the trace when that step is the
+    window's first (or later, on a resumed run); the context annotates the step."""
+    if self.window is None or not self.window[0] <= done + 1 <= self.window[1]:
+      return contextlib.nullcontext()
+    if not self.active:
+      jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+      self.active = True
+    return jax.profiler.StepTraceAnnotation("train", step_num=done + 1)
+
+  def after(self, done: int, tree) -> None:
+    """Called once step ``done`` is dispatched: stops the trace after the window's last."""
+    if self.active and done >= self.window[1]:
+      self.stop(tree)
+
+  def stop(self, tree=None) -> None:
+    """Ends the trace if it is running, once ``tree`` (if given) is computed."""
+    if self.active:
+      if tree is not None:
+        jax.block_until_ready(tree)
+      self.active = False
+      jax.profiler.stop_trace()
+
+
 class Ledger(Protocol):
   """The host's side of ``run_steps``: what each step leaves, written one step late."""
 
@@ -258,8 +298,8 @@ class Ledger(Protocol):
 def run_steps(train: Callable, tree, step: int, position: Position, *,
               next_batch: Callable[[int, int], tuple[Any, int]], cadence: Cadence,
               ledger: Ledger, evaluate_at: Callable | None, checkpointer: Checkpointer,
-              progress: records.Progress,
-              preemption: Preemption) -> tuple[str, Any, int, float | None]:
+              progress: records.Progress, preemption: Preemption,
+              profile: Profile | None = None) -> tuple[str, Any, int, float | None]:
   """Trains ``tree`` from ``step`` to ``cadence.total``; returns ``(status, tree, step,
   step_time_s)`` and leaves ``position`` at the end.
 
@@ -268,15 +308,29 @@ def run_steps(train: Callable, tree, step: int, position: Position, *,
   ``evaluate_at(tree)`` gives the ``eval_*`` means. The ledger settles a step after the next one
   is dispatched, so the host never waits for the device except at the first step (timed apart:
   it includes the first dispatch), at evaluations and at checkpoints. ``status`` is ``diverged``
-  when the ledger ends the run, ``preempted`` on SIGTERM, else ``ok``.
+  when the ledger ends the run, ``preempted`` on SIGTERM, else ``ok``. ``profile``: the
+  window of steps to trace (``Profile``; none by default).
   """
+  profile = profile or Profile()
+  try:
+    return _run_steps(train, tree, step, position, next_batch=next_batch, cadence=cadence,
+                      ledger=ledger, evaluate_at=evaluate_at, checkpointer=checkpointer,
+                      progress=progress, preemption=preemption, profile=profile)
+  finally:
+    profile.stop()  # a run that ended inside its window, or failed: the trace so far
+
+
+def _run_steps(train, tree, step, position, *, next_batch, cadence, ledger, evaluate_at,
+               checkpointer, progress, preemption, profile):
+  """``run_steps``'s loop; ``run_steps`` ends the profile's trace however it exits."""
   going, preempted, first_step_done = True, False, None
   start = step
   t0, time_offset = time.perf_counter(), position.time_s
   elapsed = lambda: time_offset + time.perf_counter() - t0
   while step < cadence.total and going:
-    batch, drawn = next_batch(step, position.examples_seen)
-    tree, metrics = train(tree, batch)
+    with profile.before(step):  # a traced step: its batch and its dispatch
+      batch, drawn = next_batch(step, position.examples_seen)
+      tree, metrics = train(tree, batch)
     step += 1
     position.examples_seen += drawn
     going = ledger.settle()
@@ -294,8 +348,10 @@ def run_steps(train: Callable, tree, step: int, position: Position, *,
     if cadence.checkpoints(step):
       position.time_s = elapsed()
       checkpointer.save(step, tree, position.as_meta())
+    profile.after(step, tree)
   going = ledger.settle() and going
   jax.block_until_ready(tree)
+  profile.stop()
   step_time = None
   if first_step_done is not None and step - start > 1:
     step_time = (time.perf_counter() - first_step_done) / (step - start - 1)
@@ -381,10 +437,13 @@ def train_loop(setup: Setup, steps: Steps, state: TrainState, position: Position
     state, metrics = steps.for_shape(batch)(state, batch)
     return state, ({**metrics, "batch": size} if len(ramp.stages) > 1 or adaptive else metrics)
 
+  profile_dir = os.path.join(setup.workdir, "profile")
+  if jax.process_count() > 1:  # each process traces its own devices; one folder each
+    profile_dir = os.path.join(profile_dir, f"process_{jax.process_index()}")
   status, state, step, step_time = run_steps(
       train, state, int(state.step), position, next_batch=next_batch, cadence=cadence,
       ledger=ledger, evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
-      preemption=preemption)
+      preemption=preemption, profile=Profile(profile_dir, setup.profile_steps))
   last = ledger.last_record
   if status == "diverged":  # reported at the bad record, not at the step the host had reached
     step, position.examples_seen = last["step"], last["examples_seen"]

@@ -41,6 +41,7 @@ class Setup:
   num_params: int
   flops_per_example: float
   ramp: ramps.Ramp  # the batch and sequence length of each step (one stage without a ramp)
+  profile_steps: tuple[int, int] | None = None  # first and last step traced (None: no trace)
 
   @property
   def state_bytes(self) -> int:
@@ -55,12 +56,39 @@ def _int_at_least(key: str, value, minimum: int, meaning: str = "") -> None:
     raise ValueError(f"{key}={value} must be >= {minimum}{meaning}")
 
 
+def profile_window(value, total_steps: int | None = None) -> tuple[int, int] | None:
+  """``profile_steps`` (``"start,stop"``, a pair of ints, or empty for none) as ``(start,
+  stop)`` with ``1 <= start < stop`` (and ``stop <= total_steps`` where given); ``ValueError``
+  naming the key otherwise."""
+  if isinstance(value, str):
+    if not value.strip():
+      return None
+    parts = value.split(",")
+    if len(parts) == 2 and all(p.strip().isdecimal() for p in parts):
+      value = tuple(int(p) for p in parts)
+  elif isinstance(value, (tuple, list)) and not value:
+    return None
+  if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_int, value))):
+    raise ValueError(f"profile_steps={value!r} must be 'start,stop' (e.g. '10,20': steps 10 "
+                     f"to 20 traced) or '' (off)")
+  start, stop = value
+  if not 1 <= start < stop:
+    raise ValueError(f"profile_steps={start},{stop} must have 1 <= start < stop")
+  if total_steps is not None and stop > total_steps:
+    raise ValueError(f"profile_steps={start},{stop} must have stop <= {total_steps} (the "
+                     f"run's steps)")
+  return int(start), int(stop)
+
+
 def check_config(config) -> None:
   """The keys of ``configs/base.py`` that the loop reads: type and range, one line each.
 
   The model, data and optimizer check their own keys when they are built.
   """
   _int_at_least("seed", config.seed, 0)
+  for key in ("dtype", "param_dtype"):
+    if config[key] not in models.DTYPES:
+      raise ValueError(f"{key}={config[key]!r}: valid are {', '.join(sorted(models.DTYPES))}")
   if config.loss not in LOSSES:
     raise ValueError(f"unknown loss {config.loss!r}: valid names are {', '.join(sorted(LOSSES))}")
   t = config.train
@@ -94,6 +122,7 @@ def check_config(config) -> None:
                      f"or '' (none)")
   if not isinstance(config.tensorboard, bool):
     raise ValueError(f"tensorboard={config.tensorboard!r} must be True or False")
+  profile_window(config.profile_steps)  # its form; prepare checks it against the run's steps
 
 
 def check_batch(config, num_devices: int) -> None:
@@ -131,7 +160,7 @@ def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup
   workdir_lib.check_path(workdir)
   mesh_lib.initialize_distributed(config.distributed)
   workdir_lib.check_config(config, workdir, allow_config_change)
-  model = models.build(config.model)
+  model = models.build(config.model, dtype=config.dtype, param_dtype=config.param_dtype)
   mesh = mesh_lib.make_mesh(config.mesh.fsdp)
   check_batch(config, mesh.devices.size)
   source = data.build(config.data, seed=config.seed)
@@ -150,9 +179,11 @@ def prepare(config, workdir: str, *, allow_config_change: bool = False) -> Setup
   tx = optimizers.build(config.optimizer, total_steps=config.train.steps,
                         param_labels=models.param_roles, schedule=ramp.lr_shape)
   abstract_state = jax.eval_shape(functools.partial(init_state, model=model, tx=tx), rng, example)
+  profile_steps = profile_window(config.profile_steps, ramp.total_steps)
   return Setup(
       config=config, workdir=workdir, source=source, model=model, tx=tx,
       loss_fn=LOSSES[config.loss], mesh=mesh, abstract_state=abstract_state,
       state_sharding=mesh_lib.state_shardings(abstract_state, mesh),
       num_params=sum(x.size for x in jax.tree.leaves(abstract_params)),
-      flops_per_example=float(model.flops_per_example(one_example)), ramp=ramp)
+      flops_per_example=float(model.flops_per_example(one_example)), ramp=ramp,
+      profile_steps=profile_steps)

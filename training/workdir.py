@@ -54,8 +54,17 @@ def check_path(workdir: str) -> None:
                      f"user; give another folder")
 
 
+# Keys that watch a run without changing it: a resumed run may set them differently.
+OBSERVING = frozenset({"profile_steps"})
+# Keys added to the config after runs were written, with the value that behaves as before: a
+# config.json without one of them reads as having that value.
+ADDED = {"dtype": "float32", "param_dtype": "float32", "model.remat": False,
+         "profile_steps": ""}
+
+
 def check_config(config, workdir: str, allow_config_change: bool) -> None:
-  """Refuses a workdir whose ``config.json`` differs from ``config``, naming what changed."""
+  """Refuses a workdir whose ``config.json`` differs from ``config``, naming what changed
+  (``OBSERVING`` keys aside; a key of ``ADDED`` missing there reads as its old behaviour)."""
   path = os.path.join(workdir, "config.json")
   if allow_config_change or not os.path.exists(path):
     return
@@ -66,7 +75,9 @@ def check_config(config, workdir: str, allow_config_change: bool) -> None:
     raise ValueError(f"{path} cannot be read ({type(e).__name__}); use a new --workdir or pass "
                      f"--allow_config_change to continue the run with this config") from None
   new = _flatten(json.loads(config.to_json_best_effort()))
-  changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+  old = {**{k: v for k, v in ADDED.items() if k in new}, **old}
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if old.get(k) != new.get(k) and k not in OBSERVING)
   if changed:
     shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
     more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
