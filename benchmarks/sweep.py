@@ -6,7 +6,8 @@
 after another through one compiled train step (``sweep.mode=sequential``); "separate": each run
 its own ``training.run``, compiled anew. Each is a fresh sweep in a temporary directory, timed
 from the call to the last row (compiles included, as a user waits for them). "auto" names what
-``sweep.mode=auto`` picks on this device. Prints a table and writes ``--json``.
+``sweep.mode=auto`` picks on this device. Prints a table and writes ``--json``. ``measure`` is
+shared with ``benchmarks/run.py`` (importing this module has no side effect).
 """
 
 import argparse
@@ -19,7 +20,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402  (for the malloc settings the command line uses)
 
-train.reexec_with_malloc_tunables()
+if __name__ == "__main__":  # imported (benchmarks/run.py), the importer has decided already
+  train.reexec_with_malloc_tunables()
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
@@ -52,7 +54,10 @@ def _time(fn) -> float:
 
 
 def measure(model: str, steps: int, runs: int) -> dict:
-  out = {"model": model, "steps": steps, "runs": runs}
+  """Seconds of the sweep group (``runs`` learning rates x ``steps``) per mode, and the mode
+  ``auto`` picks; ``batch``: the examples of one run's step."""
+  out = {"model": model, "steps": steps, "runs": runs,
+         "batch": MODELS[model]().train.global_batch}
   for mode in ("vmap", "sequential"):
     config = _config(model, steps, runs, mode)
     with tempfile.TemporaryDirectory() as d:
@@ -62,8 +67,9 @@ def measure(model: str, steps: int, runs: int) -> dict:
     out["separate"] = _time(lambda: [
         training.run(sweep.run_config(config, run), os.path.join(d, run.run_id))
         for run in sweep.expand(config)])
-  prepared = sweep.prepare_sweep(config, tempfile.mkdtemp())
-  out["auto"] = sweep.resolve_mode("auto", [s for _, s in prepared])
+  with tempfile.TemporaryDirectory() as d:
+    prepared = sweep.prepare_sweep(config, d)
+    out["auto"] = sweep.resolve_mode("auto", [s for _, s in prepared])
   return out
 
 
