@@ -10,9 +10,9 @@ import optax
 
 from optimizers._checks import decayed_weights, require_beta, require_nonnegative, upcast
 from optimizers._moments import momentum_init
+from optimizers._newton_schulz import orthogonalize
 from optimizers._partition import matrices_and_rest, require_matrices
 from optimizers._registry import register
-from optimizers._scion import newton_schulz
 
 __all__ = ["normuon", "scale_by_normuon"]
 
@@ -33,6 +33,7 @@ def scale_by_normuon(
     rms_scale: float = 0.2,
     nesterov: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
+    ns_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
   r"""NorMuon's direction for matrices ``(d_in, d_out)``: every leaf must have two axes.
 
@@ -56,6 +57,12 @@ def scale_by_normuon(
     nesterov: orthogonalise :math:`\beta_1 M_t + (1-\beta_1) G_t` (the reference code's
       default) instead of :math:`M_t` (the paper's Algorithm 1).
     mu_dtype: dtype of the momentum; ``None`` keeps that of the parameters.
+    ns_dtype: dtype of the Newton–Schulz iteration; ``None``: at least float32. ``jnp.bfloat16``
+      is the reference code's choice (a GPU option: XLA on CPU gains nothing from it).
+
+  Same-shaped matrices (a tall one counted as its transpose) are orthogonalised together,
+  stacked on accelerators (``optimizers._newton_schulz``); the result equals orthogonalising
+  each on its own.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -74,19 +81,21 @@ def scale_by_normuon(
     del params
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
 
-    def leaf(g, m, v):
-      m = upcast(m)
-      direction = b1 * m + (1 - b1) * upcast(g) if nesterov else m
-      ortho = newton_schulz(direction, ns_steps)
+    g_leaves, treedef = jax.tree.flatten(updates)
+    m_leaves = [upcast(m) for m in treedef.flatten_up_to(mu)]
+    directions = ([b1 * m + (1 - b1) * upcast(g) for g, m in zip(g_leaves, m_leaves, strict=True)]
+                  if nesterov else m_leaves)
+    orthos = orthogonalize(directions, steps=ns_steps, dtype=ns_dtype)
+
+    def leaf(g, ortho, v):
       v = b2 * v + (1 - b2) * jnp.mean(jnp.square(ortho), axis=0, keepdims=True)
       normed = ortho / (jnp.sqrt(v) + eps)
       size = rms_scale * math.sqrt(g.size)
       norm = jnp.sqrt(jnp.sum(jnp.square(normed)))
       return (normed * (size / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))).astype(g.dtype), v
 
-    g_leaves, treedef = jax.tree.flatten(updates)
-    out = [leaf(g, m, v) for g, m, v in zip(g_leaves, treedef.flatten_up_to(mu),
-                                            treedef.flatten_up_to(state.nu), strict=True)]
+    out = [leaf(g, o, v) for g, o, v in zip(g_leaves, orthos, treedef.flatten_up_to(state.nu),
+                                            strict=True)]
     new_updates = treedef.unflatten([u for u, _ in out])
     nu = treedef.unflatten([v for _, v in out])
     return new_updates, ScaleByNormuonState(
@@ -110,6 +119,7 @@ def normuon(
     adam_b2: jax.typing.ArrayLike = 0.999,
     is_matrix: None | Any | Callable[[optax.Params], Any] = None,
     mu_dtype: jax.typing.DTypeLike | None = None,
+    ns_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""NorMuon on matrices, Adam on the other leaves, decoupled weight decay on both.
 
@@ -121,7 +131,7 @@ def normuon(
   (``nesterov=True`` here), rescales :math:`\hat O_t` back to the Frobenius norm of
   :math:`O_t` times Muon's :math:`\sqrt{\max(1, d_\text{out}/d_\text{in})}` instead of the
   paper's RMS 0.2 (so its learning rates are Muon's, about 0.02), and runs Newton–Schulz in
-  bfloat16; here it runs in float32.
+  bfloat16; here it runs in float32 unless ``ns_dtype=jnp.bfloat16``.
 
   Args:
     learning_rate: :math:`\eta`, a scalar or a schedule; with the RMS-0.2 update, AdamW's
@@ -139,6 +149,8 @@ def normuon(
     is_matrix: which leaves get NorMuon (pytree of bools or a function of the params);
       ``None``: every leaf with two axes.
     mu_dtype: dtype of the momenta; ``None`` keeps that of the parameters.
+    ns_dtype: dtype of the Newton–Schulz iteration (``None``: at least float32; ``jnp.bfloat16``
+      as the reference code, a GPU option).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -161,7 +173,8 @@ def normuon(
   require_nonnegative("weight_decay", weight_decay)
   return optax.chain(
       matrices_and_rest(
-          scale_by_normuon(b1, b2, eps, ns_steps=ns_steps, nesterov=nesterov, mu_dtype=mu_dtype),
+          scale_by_normuon(b1, b2, eps, ns_steps=ns_steps, nesterov=nesterov, mu_dtype=mu_dtype,
+                           ns_dtype=ns_dtype),
           optax.scale_by_adam(adam_b1, adam_b2, mu_dtype=mu_dtype), is_matrix),
       decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))

@@ -31,8 +31,8 @@ class ScaleBySoapState(NamedTuple):
   of call ``count`` is ``t = count`` (bias corrections and the refresh schedule use ``t``).
   """
   count: jax.Array  # shape=(), dtype=jnp.int32.
-  mu: optax.Updates  # first moment, in the parameters' own basis
-  nu: optax.Updates  # second moment, in the eigenbasis (coordinates follow Q's columns)
+  mu: optax.Updates  # first moment, in the eigenbasis (coordinates follow Q's columns)
+  nu: optax.Updates  # second moment, in the eigenbasis
   gg: Any  # per parameter, a tuple over axes: the EMA of G G^T along that axis, or None
   q: Any  # per parameter, a tuple over axes: the eigenbasis of gg, or None
 
@@ -56,24 +56,31 @@ def scale_by_soap(
 
   .. math::
     G'_t = Q_L^\top G_t Q_R, \quad
-    M_t = \beta_1 M_{t-1} + (1-\beta_1) G_t, \quad
+    M'_t = \beta_1 M'_{t-1} + (1-\beta_1) G'_t, \quad
     V_t = \beta_2 V_{t-1} + (1-\beta_2)\, G'^{\,2}_t, \\
     d_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\;
-      Q_L \frac{Q_L^\top M_t Q_R}{\sqrt{V_t} + \epsilon} Q_R^\top, \\
+      Q_L \frac{M'_t}{\sqrt{V_t} + \epsilon} Q_R^\top, \\
     L_t = \beta_s L_{t-1} + (1-\beta_s) G_t G_t^\top, \quad
     R_t = \beta_s R_{t-1} + (1-\beta_s) G_t^\top G_t,
 
   and when :math:`t` is a multiple of ``precondition_frequency`` the bases are refreshed by one
   power iteration: order :math:`Q`'s columns by :math:`\operatorname{diag}(Q^\top L Q)`
-  (descending), permute :math:`V`'s coordinates alike, :math:`Q \leftarrow \operatorname{qr}(LQ)`.
+  (descending), permute :math:`V`'s coordinates alike, :math:`Q \leftarrow \operatorname{qr}(LQ)`,
+  and move :math:`M'` to the new basis (:math:`M' \leftarrow Q_\text{new}^\top Q M' Q^\top
+  Q_\text{new}` along each axis).
   The first call only sets :math:`L = (1-\beta_s) G G^\top` (and :math:`R`),
   :math:`Q = \operatorname{eigh}` (descending) and returns a zero update: the current gradient
   never enters its own projection. Parameters with no factor (vectors, unless
   ``precondition_1d``; axes longer than ``max_precond_dim``) get plain Adam on those axes.
 
-  Equivalent to the reference, which keeps :math:`M` in the eigenbasis and re-projects it
-  whenever :math:`Q` changes: here :math:`M` stays in the parameters' basis and is projected at
-  use. Eigendecompositions and QR run in ``precond_dtype``.
+  As the reference, :math:`M'` (the first moment in the eigenbasis) is what the state keeps; the
+  reference moves it to the parameters' basis and back at every step, here only when :math:`Q`
+  changes (the same up to rounding): a step changes basis twice, the gradient in and the
+  direction out, where the reference does it four times. The
+  eigendecomposition of the first call and the refreshes run inside ``lax.switch``: on the other
+  steps no eigendecomposition, QR or product with the factors is computed.
+  :math:`\operatorname{diag}(Q^\top LQ)` is read off the product :math:`LQ` that the power
+  iteration needs anyway. Eigendecompositions and QR run in ``precond_dtype``.
 
   Args:
     b1: :math:`\beta_1`, Adam's first-moment decay.
@@ -111,67 +118,61 @@ def scale_by_soap(
         gg=jax.tree.map(factors, params),
         q=jax.tree.map(factors, params))
 
-  def first_call(grads, state):
-    """Initialises L, R and Q from the first gradient; no step."""
-    def init_leaf(g, gg):
-      gg = tuple(None if f is None else (1 - beta_s) * _gram(g.astype(f.dtype), i)
-                 for i, f in enumerate(gg))
-      return gg, tuple(None if f is None else _eigenbasis(f) for f in gg)
-    g_leaves, treedef = jax.tree.flatten(grads)
-    new = [init_leaf(g, gg) for g, gg in zip(g_leaves, treedef.flatten_up_to(state.gg),
-                                             strict=True)]
-    gg = treedef.unflatten([n[0] for n in new])
-    q = treedef.unflatten([n[1] for n in new])
-    return optax.tree.zeros_like(grads), state.mu, state.nu, gg, q
-
-  def step(grads, state):
+  def update_fn(updates, state, params=None):
+    del params
     t = state.count
     tf = t.astype(jnp.float32)
-    scale = jnp.sqrt(1 - jnp.power(b2, tf)) / (1 - jnp.power(b1, tf))
+    # The first call (t = 0) only initialises L, R and Q: no step, the moments stay at zero.
+    scale = jnp.where(t > 0, jnp.sqrt(1 - jnp.power(b2, tf)) / (1 - jnp.power(b1, tf)), 0.0)
 
     def step_leaf(g, mu, nu, gg, q):
       dt = cdtype(g)
       gc = g.astype(dt)
+      live = (t > 0).astype(dt)
       g_rot = _rotate(gc, q, back=False)
-      mu = b1 * mu.astype(dt) + (1 - b1) * gc
-      nu = b2 * nu.astype(dt) + (1 - b2) * jnp.square(g_rot)
-      direction = _rotate(_rotate(mu, q, back=False) / (jnp.sqrt(nu) + eps), q, back=True)
+      mu = b1 * mu.astype(dt) + ((1 - b1) * live) * g_rot
+      nu = b2 * nu.astype(dt) + ((1 - b2) * live) * jnp.square(g_rot)
+      direction = _rotate(mu / (jnp.sqrt(nu) + eps), q, back=True)
       gg = tuple(None if f is None else beta_s * f + (1 - beta_s) * _gram(gc, i)
                  for i, f in enumerate(gg))
       return (scale * direction).astype(g.dtype), mu, nu, gg
 
-    g_leaves, treedef = jax.tree.flatten(grads)
+    g_leaves, treedef = jax.tree.flatten(updates)
     rest = [treedef.flatten_up_to(x) for x in (state.mu, state.nu, state.gg, state.q)]
     new = [step_leaf(*leaf) for leaf in zip(g_leaves, *rest, strict=True)]
     direction, mu, nu, gg = (treedef.unflatten([n[k] for n in new]) for k in range(4))
-    mu = optax.tree.cast_like(mu, state.mu)
 
-    def refresh(nu, gg, q):
-      def refresh_leaf(nu, gg, q):
-        new_q = []
-        for axis, (f, basis) in enumerate(zip(gg, q, strict=True)):
-          if f is None:
-            new_q.append(None)
-            continue
-          order = jnp.argsort(-jnp.einsum("ij,ik,kj->j", basis, f, basis))
-          nu = jnp.take(nu, order, axis=axis)
-          new_q.append(jnp.linalg.qr(f @ basis[:, order])[0])
-        return nu, tuple(new_q)
-      nu_leaves = treedef.flatten_up_to(nu)
-      new = [refresh_leaf(*leaf) for leaf in zip(nu_leaves, treedef.flatten_up_to(gg),
-                                                  treedef.flatten_up_to(q), strict=True)]
-      return treedef.unflatten([n[0] for n in new]), treedef.unflatten([n[1] for n in new])
+    def per_leaf(fn):
+      def run(mu, nu, gg, q):
+        leaves = [treedef.flatten_up_to(x) for x in (mu, nu, gg, q)]
+        new = [fn(*leaf) for leaf in zip(*leaves, strict=True)]
+        return tuple(treedef.unflatten([n[k] for n in new]) for k in range(3))
+      return run
 
-    nu, q = jax.lax.cond(t % precondition_frequency == 0, refresh,
-                         lambda nu, gg, q: (nu, q), nu, gg, state.q)
-    nu = optax.tree.cast_like(nu, state.nu)
-    return direction, mu, nu, gg, q
+    def initialise(mu, nu, gg, q):
+      del q
+      return mu, nu, tuple(None if f is None else _eigenbasis(f) for f in gg)
 
-  def update_fn(updates, state, params=None):
-    del params
-    direction, mu, nu, gg, q = jax.lax.cond(state.count == 0, first_call, step, updates, state)
-    return direction, ScaleBySoapState(count=optax.safe_increment(state.count), mu=mu, nu=nu,
-                                       gg=gg, q=q)
+    def refresh(mu, nu, gg, q):
+      new_q = []
+      for axis, (f, basis) in enumerate(zip(gg, q, strict=True)):
+        if f is None:
+          new_q.append(None)
+          continue
+        f_basis = f @ basis  # one power-iteration product; its diagonal part ranks Q's columns
+        order = jnp.argsort(-jnp.sum(basis * f_basis, axis=0))
+        nu = jnp.take(nu, order, axis=axis)
+        new_q.append(jnp.linalg.qr(jnp.take(f_basis, order, axis=1))[0])
+      new_q = tuple(new_q)
+      return _rotate(_rotate(mu, q, back=True), new_q, back=False), nu, new_q
+
+    branch = jnp.where(t == 0, 0, jnp.where(t % precondition_frequency == 0, 1, 2))
+    mu, nu, q = jax.lax.switch(
+        branch, [per_leaf(initialise), per_leaf(refresh), lambda mu, nu, gg, q: (mu, nu, q)],
+        mu, nu, gg, state.q)
+    return direction, ScaleBySoapState(
+        count=optax.safe_increment(state.count), mu=optax.tree.cast_like(mu, state.mu),
+        nu=optax.tree.cast_like(nu, state.nu), gg=gg, q=q)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

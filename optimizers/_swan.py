@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers._checks import decayed_weights, require_nonnegative, upcast
+from optimizers._newton_schulz import whiten, whitening
 from optimizers._partition import matrices_and_rest, require_matrices
 from optimizers._registry import register
 
@@ -37,21 +38,15 @@ def grad_whitening(g: jax.Array, steps: int = 10) -> jax.Array:
   :math:`Z_{k+1} = \tfrac12 TZ_k`; :math:`Z_k \to (XX^\top)^{-1/2}` and the result is
   :math:`Z_kX`, the polar factor :math:`UV^\top` (each singular value :math:`\sigma` of
   :math:`X` moves as :math:`\sigma \to \sigma(3-\sigma^2)/2`, so small ones need more steps).
-  Computed in at least float32.
+  Computed in at least float32. For a nearly square :math:`G` (``m > n / 1.5``) the same
+  polynomial is evaluated as :math:`X_{k+1} = \tfrac12(3I - X_kX_k^\top)X_k` (two products a
+  step instead of three; ``optimizers._newton_schulz.whitening``).
   """
   if g.ndim != 2:
     raise ValueError(f"grad_whitening needs a matrix, got shape {g.shape}")
   x = upcast(g)
   transposed = x.shape[0] > x.shape[1]
-  if transposed:
-    x = x.T
-  x = x / jnp.maximum(jnp.linalg.norm(x), jnp.finfo(x.dtype).tiny)
-  eye = jnp.eye(x.shape[0], dtype=x.dtype)
-  y, z = x @ x.T, eye
-  for _ in range(steps):
-    t = 3.0 * eye - z @ y
-    y, z = 0.5 * y @ t, 0.5 * t @ z
-  out = z @ x
+  out = whitening(x.T if transposed else x, steps)
   return (out.T if transposed else out).astype(g.dtype)
 
 
@@ -64,7 +59,9 @@ def scale_by_swan(*, ns_steps: int = 10, eps: float = 1e-8) -> optax.GradientTra
     u_t = \sqrt{mn}\, \Delta_t / \|\Delta_t\|_F,
 
   (``grad_norm``, ``grad_whitening``). The last step sets the update's RMS to 1: the Frobenius
-  norm of GradNorm's output, :math:`\sqrt{mn}`, as in the paper.
+  norm of GradNorm's output, :math:`\sqrt{mn}`, as in the paper. Same-shaped matrices are
+  whitened together, stacked on accelerators (``optimizers._newton_schulz``); the result equals
+  whitening each on its own.
 
   Args:
     ns_steps: iterations of the whitening.
@@ -82,12 +79,15 @@ def scale_by_swan(*, ns_steps: int = 10, eps: float = 1e-8) -> optax.GradientTra
   def update_fn(updates, state, params=None):
     del params
 
-    def leaf(g):
-      white = upcast(grad_whitening(grad_norm(upcast(g), eps), ns_steps))
+    g_leaves, treedef = jax.tree.flatten(updates)
+    whites = whiten([grad_norm(upcast(g), eps) for g in g_leaves], steps=ns_steps)
+
+    def leaf(g, white):
+      white = upcast(white)
       norm = jnp.maximum(jnp.linalg.norm(white), jnp.finfo(white.dtype).tiny)
       return (white * (math.sqrt(g.size) / norm)).astype(g.dtype)
 
-    return jax.tree.map(leaf, updates), state
+    return treedef.unflatten([leaf(g, w) for g, w in zip(g_leaves, whites, strict=True)]), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
