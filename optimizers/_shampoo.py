@@ -125,14 +125,16 @@ def scale_by_shampoo(
   def axes(x):
     return _precond_axes(x.shape, max_precond_dim, precondition_1d)
 
+  keep_roots = not (isinstance(precondition_frequency, int) and precondition_frequency == 1)
+
   def init_fn(params):
     def stats(p):
       kept = axes(p)
       return tuple(eps * jnp.eye(n, dtype=cdtype(p)) if i in kept else None
                    for i, n in enumerate(p.shape))
 
-    def roots(p):
-      kept = axes(p)
+    def roots(p):  # kept between steps only when they are not recomputed at every step
+      kept = axes(p) if keep_roots else ()
       return tuple(jnp.eye(n, dtype=cdtype(p)) if i in kept else None
                    for i, n in enumerate(p.shape))
 
@@ -156,10 +158,12 @@ def scale_by_shampoo(
         diag = diag + jnp.square(gc)
         return (gc / jnp.sqrt(diag)).astype(g.dtype), stats, roots, diag
       stats = tuple(None if h is None else h + _gram(gc, i) for i, h in enumerate(stats))
-      roots = jax.lax.cond(
-          recompute,
-          lambda s, r: tuple(None if h is None else _inverse_root(h, 2 * g.ndim, eps) for h in s),
-          lambda s, r: r, stats, roots)
+      fresh = lambda s, r: tuple(None if h is None else _inverse_root(h, 2 * g.ndim, eps)
+                                 for h in s)  # noqa: E731
+      if not keep_roots:  # every step: nothing to keep
+        return (_rotate(gc, fresh(stats, roots), back=True).astype(g.dtype), stats, roots,
+                diag)
+      roots = jax.lax.cond(recompute, fresh, lambda s, r: r, stats, roots)
       return _rotate(gc, roots, back=True).astype(g.dtype), stats, roots, diag
 
     g_leaves, treedef = jax.tree.flatten(updates)

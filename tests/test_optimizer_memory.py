@@ -208,14 +208,7 @@ class Excess(NamedTuple):
 
 # Methods that keep more than their paper's count: the exact excess and why. The test checks the
 # excess to the byte, then reports the method as an expected failure until it is fixed.
-EXCESS = {
-    "shampoo": Excess(
-        F32 * (shampoo_floats(roots_kept=True) - shampoo_floats(roots_kept=False)),
-        "scale_by_shampoo keeps the inverse roots H_i^(-1/2k) next to the statistics even at "
-        "its default precondition_frequency=1, where it recomputes them from the statistics "
-        "at every step before using them: the stored roots are never read and double the "
-        "preconditioner memory (they are needed only when precondition_frequency > 1)"),
-}
+EXCESS: dict = {}
 
 
 # ---- non-default settings that change the state's size ----
