@@ -57,8 +57,8 @@ def get_config(arg: str = "mini"):
   # The BST constants (experiments/bst_constants.py), measured along T0's best run at this many
   # points (0: not measured): f and its gradient on full_batch sequences, the noise from draws
   # batches of probe_batch sequences.
-  c.protocol.points = 2 if smoke else 8
-  c.protocol.full_batch = 16 if smoke else 256
-  c.protocol.probe_batch = 4 if smoke else 8
-  c.protocol.draws = 2 if smoke else 8
+  c.protocol.points = 2 if smoke else 8  # points along the run where the constants are read
+  c.protocol.full_batch = 16 if smoke else 256  # sequences of the "full" gradient
+  c.protocol.probe_batch = 4 if smoke else 8  # sequences of each small-batch gradient
+  c.protocol.draws = 2 if smoke else 8  # small batches per point (the noise's spread)
   return c.lock()
