@@ -10,7 +10,6 @@ and the RSS of a fresh process per variant while it steps. On a CPU expect no ga
 activations kept for the backward pass are half the bytes); the speed-up is an accelerator's.
 """
 
-import argparse
 import os
 import sys
 
@@ -20,18 +19,13 @@ import train  # noqa: E402  (for the malloc settings the command line uses)
 if __name__ == "__main__":
   train.reexec_with_malloc_tunables()
 
-from benchmarks.remat import compare  # noqa: E402
+from benchmarks.remat import arguments, compare  # noqa: E402
 
 VARIANTS = {"float32": {"dtype": "float32"}, "bfloat16": {"dtype": "bfloat16"}}
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="configs/quickstart.py")
-  parser.add_argument("--steps", type=int, default=10, help="calls per variant per round")
-  parser.add_argument("--rounds", type=int, default=3)
-  parser.add_argument("--no-rss", action="store_true", help="skip the RSS processes")
-  args = parser.parse_args()
+  args = arguments(__doc__).parse_args()
   compare(args.config, VARIANTS, steps=args.steps, rounds=args.rounds, rss=not args.no_rss)
 
 

@@ -58,12 +58,7 @@ def variant_config(spec: str, overrides: dict):
   config = cli.load_config(spec)
   with config.unlocked():
     config.train.eval_every = 0  # no eval step to compile
-    for key, value in overrides.items():
-      *groups, leaf = key.split(".")
-      node = config
-      for group in groups:
-        node = node[group]
-      node[leaf] = value
+    config.update_from_flattened_dict(overrides)
   return config
 
 
@@ -168,12 +163,18 @@ def compare(spec: str, variants: dict, *, steps: int, rounds: int, rss: bool = T
             f"{name} {statistics.median(times[name]) / base:.2f}x" for name in variants))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.ArgumentParser:
+  """The command line this benchmark and ``benchmarks/precision.py`` share."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--config", default="configs/quickstart.py")
   parser.add_argument("--steps", type=int, default=10, help="calls per variant per round")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--no-rss", action="store_true", help="skip the RSS processes")
+  return parser
+
+
+def main():
+  parser = arguments(__doc__)
   parser.add_argument("--keep-opt-barriers", action="store_true",
                       help=f"XLA_FLAGS={KEEP_OPT_BARRIERS}: remat takes effect on a CPU")
   parser.add_argument("--rss-of", help=argparse.SUPPRESS)  # a child: one variant's RSS

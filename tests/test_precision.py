@@ -45,12 +45,7 @@ def _config(spec: str, **overrides):
   """The config of ``spec`` with ``overrides`` (``train__steps=3`` sets ``train.steps``)."""
   config = cli.load_config(spec)
   with config.unlocked():
-    for key, value in overrides.items():
-      *groups, leaf = key.split("__")
-      node = config
-      for group in groups:
-        node = node[group]
-      node[leaf] = value
+    config.update_from_flattened_dict({k.replace("__", "."): v for k, v in overrides.items()})
   return config
 
 
