@@ -21,8 +21,10 @@ fixed tokens per batch), so the matrix methods' share roughly doubles with each 
 width.
 
 SOAP's QR and Shampoo's eigendecompositions are LAPACK calls (OpenBLAS) whose threads compete
-with XLA's: on a loaded 2-core machine their time varied 10x from run to run unless
-``OPENBLAS_NUM_THREADS=1`` was set before the process started (the header prints it).
+with XLA's: on a loaded 2-core machine their time varied 10x from run to run, and even on an idle
+one two OpenBLAS threads made SOAP 1.3x and Shampoo 2x slower than one. Like ``train.py``, this
+starts with ``OPENBLAS_NUM_THREADS=1`` unless the variable is set (``train.LAUNCH_ENV``; the
+header prints it).
 
 ``--stack on|off`` forces Newton–Schulz to stack same-shaped matrices or not (default: stack
 on accelerators only; see ``optimizers/_newton_schulz.py``).
@@ -39,7 +41,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402
 
-train.reexec_with_malloc_tunables()
+train.reexec_with_launch_env()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

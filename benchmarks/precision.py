@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402  (for the malloc settings the command line uses)
 
 if __name__ == "__main__":
-  train.reexec_with_malloc_tunables()
+  train.reexec_with_launch_env()
 
 from benchmarks.remat import arguments, compare  # noqa: E402
 

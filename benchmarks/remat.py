@@ -42,7 +42,7 @@ if __name__ == "__main__":  # imported (benchmarks/precision.py), the importer h
   flags = os.environ.get("XLA_FLAGS", "")
   if "--keep-opt-barriers" in sys.argv and KEEP_OPT_BARRIERS not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} {KEEP_OPT_BARRIERS}".strip()  # read once, at JAX's start
-  train.reexec_with_malloc_tunables()
+  train.reexec_with_launch_env()
 
 import jax  # noqa: E402
 

@@ -47,7 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train  # noqa: E402  (for the malloc settings the command line uses)
 
-train.reexec_with_malloc_tunables()
+train.reexec_with_launch_env()
 
 import jax  # noqa: E402
 
@@ -180,6 +180,7 @@ def machine() -> dict:
       "load_avg_start": os.getloadavg(), "python": platform.python_version(),
       "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
       "optax": optax.__version__, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+      "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", ""),
       "xla_flags": os.environ.get("XLA_FLAGS", ""), "commit": git("rev-parse", "HEAD").strip(),
       "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip()),
       "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),

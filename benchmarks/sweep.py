@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402  (for the malloc settings the command line uses)
 
 if __name__ == "__main__":  # imported (benchmarks/run.py), the importer has decided already
-  train.reexec_with_malloc_tunables()
+  train.reexec_with_launch_env()
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402

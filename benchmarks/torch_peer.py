@@ -372,7 +372,7 @@ def main() -> None:
   if args.worker:
     worker(args.worker, args.config, args.steps, args.warmup, args.torch_threads)
     return
-  train.reexec_with_malloc_tunables()  # both workers inherit the settings of the CLI
+  train.reexec_with_launch_env()  # both workers inherit the settings of the CLI
 
   torch_env = dict(os.environ)
   if args.torch_default_malloc:

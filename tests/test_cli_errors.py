@@ -7,6 +7,8 @@ through ``train.py`` in a fresh process to show the same line and exit code ther
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, run_train
@@ -256,3 +258,20 @@ def test_a_workdir_from_before_the_precision_keys_resumes_and_profiling_may_chan
     config.dtype = "bfloat16"  # but computing in another precision does
   with pytest.raises(ValueError, match="dtype: 'float32' -> 'bfloat16'"):
     workdir_lib.check_config(config, str(tmp_path), False)
+
+
+@pytest.mark.parametrize("preset,expected", [({}, "1"), ({"OPENBLAS_NUM_THREADS": "3"}, "3")])
+def test_launch_env_fills_in_only_what_the_user_left_unset(tmp_path, preset, expected):
+  script = tmp_path / "launch.py"
+  script.write_text(
+      "import os, sys\n"
+      f"sys.path.insert(0, {str(ROOT)!r})\n"
+      "import train\n"
+      "train.reexec_with_launch_env()\n"
+      "print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['GLIBC_TUNABLES'], sys.argv[1:])\n")
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("OPENBLAS_NUM_THREADS", "GLIBC_TUNABLES", "OPTLAB_NO_REEXEC")}
+  out = subprocess.run([sys.executable, str(script), "--a=1"], env={**env, **preset},
+                       capture_output=True, text=True, check=True).stdout.split(" ", 1)
+  assert out[0] == expected
+  assert out[1].startswith("glibc.malloc.arena_max=1") and out[1].rstrip().endswith("['--a=1']")
