@@ -21,11 +21,13 @@ machine at nearly the same time; a round's figure is the median of its last ``--
 The model's shape, optimizer and data come from the config, so the two cannot drift apart: the
 parameter counts and the decayed parameter counts are printed and asserted equal. MFU uses the
 GPT's 6N + 12LDT FLOPs per token (PaLM) over each framework's own best f32 matmul rate in its
-worker. Both workers get the environment this process has (the malloc settings of ``train.py``
-unless ``--torch-default-malloc``; ``XLA_FLAGS`` reaches the optlab worker, e.g.
-``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` for one thread, to set
-against ``--torch-threads 1``). On a shared machine, compare thread counts too: torch's OpenMP
-threads wait for each other at every operation, so a neighbour on one core slows all of them.
+worker. Both workers get the environment this process has (the launch settings of ``train.py``,
+the malloc ones left out for torch with ``--torch-default-malloc``) and its CPU affinity. XLA
+flags do not hold XLA to one thread (its matmul library keeps its own pool: the "one thread"
+flags left the step and the matmul peak unchanged, measured), so a one-core comparison pins the
+whole process tree: ``taskset -c 0 python benchmarks/torch_peer.py --torch-threads 1``. On a
+shared machine, compare thread counts too: torch's OpenMP threads wait for each other at every
+operation, so a neighbour on one core slows all of them.
 """
 
 import argparse

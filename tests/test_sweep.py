@@ -153,6 +153,16 @@ def test_a_vmapped_group_compiles_once_equals_separate_runs_and_isolates_a_diver
                                  loss_curve(alone), rtol=1e-5)
 
 
+def test_a_vmapped_group_traces_its_profile_steps(config_file, tmp_path):
+  config = _vmapped(_load(config_file), (0.05, 0.1))
+  with config.unlocked():
+    config.profile_steps = "2,3"
+  rows = training.run_sweep(config, str(tmp_path))
+  assert [r["status"] for r in rows] == ["ok", "ok"]
+  traces = list((tmp_path / "groups").glob("*/profile/plugins/profile/*/*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0, traces
+
+
 @pytest.mark.slow  # compiles several programs: seconds on two cores
 def test_a_preempted_vmapped_group_resumes_to_the_uninterrupted_losses(config_file, tmp_path,
                                                                        monkeypatch):

@@ -11,6 +11,7 @@ The group checkpoints its stacked state in ``DIR/groups/<group id>`` (every
 ``train.checkpoint_every`` steps) and resumes from it; each run still gets its own
 ``metrics.jsonl`` and ``summary.json`` in its workdir, so rows, reports and restarts treat it as
 any run. A run's ``wall_time_s`` and ``step_time_s`` are its share (the group's over K).
+``profile_steps`` traces those steps of the group's program into ``DIR/groups/<group id>/profile``.
 
 The group trains through the single run's loop (``loop.run_steps``): only its ledger, which
 reads each run's lane of the metrics, is its own.
@@ -20,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import time
 
 import jax
@@ -35,6 +37,7 @@ from training.loop import (
   LoopResult,
   Position,
   Preemption,
+  Profile,
   evaluate,
   healthy,
   init_program,
@@ -265,7 +268,8 @@ def train_group(setups: list[Setup], run_ids: list[str], group_dir: str, *,
           next_batch=lambda _, seen: (_batch(setups, steps, seen), cfg.train.global_batch),
           cadence=cadence, ledger=ledger,
           evaluate_at=evaluate_at, checkpointer=checkpointer, progress=progress,
-          preemption=preemption)
+          preemption=preemption,
+          profile=Profile(os.path.join(group_dir, "profile"), first.profile_steps))
     checkpointer.save(step, tree, position.as_meta())
     checkpointer.wait()
     if status == "preempted":
