@@ -5,6 +5,7 @@ interpreter's version: ``info`` records the version, the size and a SHA-256 of t
 that a run's summary says exactly which corpus it saw.
 """
 
+import functools
 import hashlib
 import pathlib
 import sys
@@ -25,6 +26,29 @@ def _corpus_files() -> tuple[pathlib.Path, list[pathlib.Path]]:
   return root, files
 
 
+@functools.lru_cache(maxsize=4)
+def _corpus(validation_every: int) -> tuple[np.ndarray, np.ndarray, dict]:
+  """The training and validation bytes (read-only) and their description, read once per
+  process: a sweep builds one source per run, and reading and hashing the library took about
+  half a second each time."""
+  root, files = _corpus_files()
+  train, val = [], []
+  for path in files:
+    rel = str(path.relative_to(root)).encode()
+    (val if zlib.crc32(rel) % validation_every == 0 else train).append(path.read_bytes())
+  train_bytes = np.frombuffer(b"".join(train), np.uint8)
+  val_bytes = np.frombuffer(b"".join(val), np.uint8)
+  info = {
+      "corpus": "python-stdlib-bytes",
+      "python_version": sys.version.split()[0],
+      "files": len(files),
+      "train_bytes": int(train_bytes.size),
+      "validation_bytes": int(val_bytes.size),
+      "sha256": hashlib.sha256(train_bytes.tobytes() + val_bytes.tobytes()).hexdigest(),
+  }
+  return train_bytes, val_bytes, info
+
+
 class StdlibBytes:
   """Next-byte prediction on random windows of the standard library's ``.py`` files.
 
@@ -40,23 +64,9 @@ class StdlibBytes:
     check_int("validation_every", validation_every, low=2,
               hint=" (1 would put every file in validation)")
     check_eval_examples(eval_examples)
-    root, files = _corpus_files()
-    train, val = [], []
-    for path in files:
-      rel = str(path.relative_to(root)).encode()
-      (val if zlib.crc32(rel) % validation_every == 0 else train).append(path.read_bytes())
-    self._train = np.frombuffer(b"".join(train), np.uint8)
-    self._val = np.frombuffer(b"".join(val), np.uint8)
+    self._train, self._val, info = _corpus(validation_every)
     self.seq_len, self.seed, self.eval_examples = seq_len, seed, eval_examples
-    digest = hashlib.sha256(self._train.tobytes() + self._val.tobytes()).hexdigest()
-    self.info = {
-        "corpus": "python-stdlib-bytes",
-        "python_version": sys.version.split()[0],
-        "files": len(files),
-        "train_bytes": int(self._train.size),
-        "validation_bytes": int(self._val.size),
-        "sha256": digest,
-    }
+    self.info = dict(info)
     if self._val.size < (seq_len + 1) * 2:
       raise ValueError(f"data.seq_len={seq_len} is too long for the validation split "
                        f"({self._val.size} bytes): set data.seq_len <= "
