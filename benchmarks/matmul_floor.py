@@ -1,20 +1,26 @@
 """The matmul floor of a train step: its contractions alone, each at XLA's (and torch's) own speed.
 
     python benchmarks/matmul_floor.py [--config configs/quickstart.py] [--reps 15] [--no-torch]
+                                      [--optimizers muon,scion,normuon,swan,soap,shampoo]
 
 Every ``dot_general`` the train step asks for (read from its jaxpr: forward, backward and
 optimizer alike, before XLA rewrites anything) is timed alone, as a jitted ``lax.dot_general``
 on operands of its shapes, and the same contraction in PyTorch (``torch.einsum``, where torch is
 installed: the ``bench`` extra). Identical contractions are timed once and counted as often as
-the step has them. The sum is the least time each library's matmul kernels need for this step's
-arithmetic; beside it, the measured step, so that what is left over (elementwise work,
-transposes, the optimizer, dispatch) is plain.
+the step has them. The sum is the time each library's matmul kernels need for this step's
+arithmetic, one product after another; beside it, the measured step, so that what is left over
+(elementwise work, transposes, the optimizer, dispatch) is plain. (Small products that a
+compiled program overlaps can take less inside it than alone.)
 
 The table groups the contractions by kind: ``NN`` is ``x @ w`` (the forward of a dense layer),
 ``NT`` contracts both operands' last axes (``dy @ w.T``: the input gradient), ``TN`` their
 first (``x.T @ dy``: the weight gradient), ``batched`` has batch axes (attention's per-head
-products). Each framework's torch timings run after all of XLA's, in the same process, on the
-same threads (torch's default: one per core).
+products). Torch's timings run after all of XLA's, in the same process, on torch's default
+threads (one per core).
+
+``--optimizers`` adds a table of optimizer updates on the quickstart GPT's parameters: each
+update's every-step contraction FLOPs, the time they take at XLA's square-matmul peak (the least
+they can take), and the measured update, as shares of the measured train step.
 """
 
 import argparse
@@ -75,11 +81,11 @@ def contractions(jaxpr) -> collections.Counter:
 
 
 def flops(c: Contraction) -> int:
-  (lc, _), (lb, _) = c.dims
-  rest_l = [d for i, d in enumerate(c.lhs) if i not in lc and i not in lb]
+  """2 x (every lhs element) x (the rhs's free size): one multiply-add per output and
+  contracted index."""
   (_, rc), (_, rb) = c.dims
-  rest_r = [d for i, d in enumerate(c.rhs) if i not in rc and i not in rb]
-  return 2 * int(np.prod(c.lhs)) * int(np.prod(rest_r))
+  rhs_free = [d for i, d in enumerate(c.rhs) if i not in rc and i not in rb]
+  return 2 * int(np.prod(c.lhs)) * int(np.prod(rhs_free))
 
 
 def kind(c: Contraction) -> str:
