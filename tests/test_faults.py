@@ -199,9 +199,13 @@ def test_a_second_run_is_refused_while_the_first_lives(tmp_path, capsys):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  checkpoints = tmp_path / "checkpoints"
+  # orbax writes a checkpoint into a temporary folder and renames it to its step once complete
+  committed = lambda: checkpoints.is_dir() and any(
+      p.name.isdigit() and int(p.name) >= 3 for p in checkpoints.iterdir())
   try:
     deadline = time.time() + 300
-    while len(records.read_metrics(str(tmp_path))) < 4:
+    while len(records.read_metrics(str(tmp_path))) < 4 or not committed():
       assert first.poll() is None and time.time() < deadline, first.stderr.read()[-2000:]
       time.sleep(0.05)
     code = cli.main(["train.py", *argv])
