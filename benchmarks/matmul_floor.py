@@ -94,7 +94,7 @@ def kind(c: Contraction) -> str:
     return "batched"
   if len(c.lhs) == 2 and len(c.rhs) == 2:
     return {((1,), (0,)): "NN", ((1,), (1,)): "NT", ((0,), (0,)): "TN",
-            ((0,), (1,)): "TT"}[(tuple(lc), tuple(rc))]
+            ((0,), (1,)): "TT"}.get((tuple(lc), tuple(rc)), "other")
   return "other"
 
 
@@ -158,15 +158,9 @@ def step_contractions(config):
 def update_contractions(spec: str, params):
   """The contractions of one update of the optimizer ``spec`` (``benchmarks/optimizers.py``'s
   ``name[:key=value]``) on ``params``, and its ``Stepper`` (the measured update)."""
-  import optax
-
   from benchmarks import optimizers as bench_optimizers
-  tx = optax.with_extra_args_support(bench_optimizers.build(spec))
-  objective = lambda p: sum(jax.numpy.sum(x * x) for x in jax.tree.leaves(p))
-  state = tx.init(params)
-  update = lambda g, s, p: tx.update(g, s, p, value=jax.numpy.float32(1.0), obj_fn=objective)
-  found = contractions(jax.make_jaxpr(update)(params, state, params).jaxpr)
-  return found, bench_optimizers.Stepper(bench_optimizers.build(spec), params, block=10)
+  stepper = bench_optimizers.Stepper(bench_optimizers.build(spec), params, block=10)
+  return contractions(stepper.jaxpr()), stepper
 
 
 def optimizer_table(specs, step_s: float, peak: float) -> None:

@@ -103,6 +103,10 @@ class Stepper:
       self._params, self._state = self._step(self._params, self._state, self._grads)
     jax.block_until_ready(self._params)
 
+  def jaxpr(self):
+    """The jaxpr of one update (``benchmarks/matmul_floor.py`` counts its contractions)."""
+    return jax.make_jaxpr(self._step)(self._params, self._state, self._grads).jaxpr
+
   def seconds(self) -> float:
     """Mean seconds per update over one block of consecutive updates."""
     start = time.perf_counter()
